@@ -1,0 +1,197 @@
+"""Denoiser: a thin adapter over a diffusers pipeline's components that moves a batch of paths along the
+pipeline's own schedule, with classifier-free guidance inside.
+
+A family subclass supplies four hooks (like k-diffusion's ``external.py`` wrappers): ``encode`` (once per
+search), ``forward`` (guided model output for a batch), ``latent_shape`` and ``decode_latents``. The
+stepping itself is the pipeline's own scheduler: a fresh copy per segment and per chunk, so multistep
+history or step indices never leak from one path (or chunk of paths) to another.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..ledger import Ledger
+from ..schedule import Schedule
+
+StepHook = Callable[[int], None]  # called with the number of denoiser forwards just run
+
+
+class Denoiser:
+    """Base class. ``steps``, ``guidance_scale``, ``height``/``width`` have the pipeline's meaning."""
+
+    family = "base"
+    default_steps = 50
+    default_guidance = 7.5
+
+    def __init__(
+        self,
+        pipe,
+        prompt: str,
+        *,
+        negative_prompt: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_batch: int = 8,
+        ledger: Ledger | None = None,
+    ):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty: pass a text describing the image")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.pipe = pipe
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.steps = int(steps or self.default_steps)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        self.guidance_scale = float(self.default_guidance if guidance_scale is None else guidance_scale)
+        default_size = self.default_size()
+        self.height = int(height or default_size)
+        self.width = int(width or default_size)
+        self.max_batch = int(max_batch)
+        self.ledger = ledger or Ledger()
+        self.device = pipe._execution_device
+        self.dtype = self.model_dtype()
+        self.scheduler = copy.deepcopy(pipe.scheduler)
+        self.set_timesteps(self.scheduler)
+        self.schedule = Schedule.from_scheduler(self.scheduler)
+        self._step_takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        with self.ledger.phase("encode"), torch.inference_mode():
+            self.cond = self.encode()
+
+    # ---- family hooks -------------------------------------------------------------------------------
+    def default_size(self) -> int:
+        return self.pipe.default_sample_size * self.pipe.vae_scale_factor
+
+    def model_dtype(self) -> torch.dtype:
+        raise NotImplementedError
+
+    def set_timesteps(self, scheduler) -> None:
+        scheduler.set_timesteps(self.steps, device=self.device)
+
+    def encode(self) -> dict:
+        raise NotImplementedError
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one path's latent, as the scheduler sees it (FLUX: packed)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Guided model output for a batch ``x`` at timestep ``t``."""
+        raise NotImplementedError
+
+    def decode_latents(self, x0: torch.Tensor) -> torch.Tensor:
+        """Decode clean latents to images in [-1, 1] (the VAE's range)."""
+        raise NotImplementedError
+
+    @property
+    def forwards_per_step(self) -> int:
+        """Model forwards one path costs per step (2 with classifier-free guidance)."""
+        return 2 if self.do_cfg else 1
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    # ---- shared machinery ----------------------------------------------------------------------------
+    def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Pure noise at grid point 0, one generator per path (the pipeline's own ``init_noise_sigma``)."""
+        shape = (len(generators), *self.latent_shape())
+        noise = self.sample_noise(generators, shape)
+        # Flow-matching schedulers have no init_noise_sigma: their noise level 1 is unit noise.
+        return noise * getattr(self.scheduler, "init_noise_sigma", 1.0)
+
+    def sample_noise(self, generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+        return randn_tensor(tuple(shape), generator=list(generators), device=self.device, dtype=torch.float32).to(
+            self.dtype
+        )
+
+    def denoise(
+        self,
+        x: torch.Tensor,
+        start: int,
+        end: int,
+        generators: Sequence[torch.Generator],
+        on_step: StepHook | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise a batch from grid point ``start`` to ``end``; returns (latents at ``end``, x0-prediction).
+
+        The x0-prediction is the model's estimate at its last call, or the latents themselves when ``end``
+        is the clean end of the grid. Chunks of ``max_batch`` paths each get a fresh scheduler copy.
+        """
+        if not 0 <= start < end <= self.schedule.num_steps:
+            raise ValueError(f"bad denoising segment {start} -> {end} on a {self.schedule.num_steps}-step grid")
+        outs, x0s = [], []
+        for lo in range(0, x.shape[0], self.max_batch):
+            hi = lo + self.max_batch
+            xe, x0 = self._denoise_chunk(x[lo:hi], start, end, list(generators[lo:hi]), on_step)
+            outs.append(xe)
+            x0s.append(x0)
+        x_end, x0 = torch.cat(outs), torch.cat(x0s)
+        if not torch.isfinite(x_end).all():
+            raise FloatingPointError(
+                f"non-finite latents after denoising to step {end}: the model produced NaN/inf. "
+                "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
+            )
+        return x_end, x0
+
+    @torch.inference_mode()
+    def _denoise_chunk(self, x, start, end, generators, on_step):
+        sched = copy.deepcopy(self.scheduler)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(start)
+        kwargs = {"generator": generators} if self._step_takes_generator else {}
+        x0 = None
+        for i in range(start, end):
+            t = sched.timesteps[i]
+            with self.ledger.phase("denoise"):
+                # Flow-matching schedulers take the latents as they are (no scale_model_input).
+                xin = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
+                out = self.forward(xin, t)
+                x0 = self.schedule.x0_from_output(x.float(), out.float(), i)
+                x = sched.step(out, t, x, return_dict=False, **kwargs)[0]
+            self.ledger.nfe += x.shape[0] * self.forwards_per_step
+            if on_step is not None:
+                on_step(x.shape[0] * self.forwards_per_step)
+        self.ledger.paths += x.shape[0]
+        if end == self.schedule.num_steps:
+            x0 = x.float()
+        return x, x0.to(x.dtype)
+
+    @torch.inference_mode()
+    def decode(self, x0: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
+        """Decode x0 latents to float images [B,3,H,W] in [0,1], in chunks."""
+        step = max_batch or self.max_batch
+        images = []
+        with self.ledger.phase("decode"):
+            for lo in range(0, x0.shape[0], step):
+                img = self.decode_latents(x0[lo : lo + step])
+                images.append((img.float() / 2 + 0.5).clamp(0, 1).cpu())
+        self.ledger.decodes += x0.shape[0]
+        return torch.cat(images)
+
+    def config(self) -> dict:
+        return {
+            "family": self.family,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "negative_prompt": self.negative_prompt,
+            "height": self.height,
+            "width": self.width,
+            "max_batch": self.max_batch,
+            "scheduler": type(self.scheduler).__name__,
+            "dtype": str(self.dtype),
+            "device": str(self.device),
+        }
+
+    def _cfg(self, out: torch.Tensor) -> torch.Tensor:
+        uncond, cond = out.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
