@@ -26,7 +26,7 @@ from transformers import (
     T5EncoderModel,
 )
 
-WORDS = "a an the red green blue yellow white black circle circles square squares triangle two three of and left right bright dark photo cat dog".split()
+WORDS = ["a", "an", "the", "red", "green", "blue", "yellow", "white", "black", "circle", "circles", "square", "squares", "triangle", "two", "three", "of", "and", "left", "right", "bright", "dark", "photo", "cat", "dog"]
 
 
 def tiny_tokenizer(max_length: int = 16) -> PreTrainedTokenizerFast:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 
 from .base import Denoiser
 from .flow import FluxDenoiser, StableDiffusion3Denoiser

@@ -64,8 +64,15 @@ class Denoiser:
         self.set_timesteps(self.scheduler)
         self.schedule = Schedule.from_scheduler(self.scheduler)
         self._step_takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        with self.ledger.phase("encode"), torch.inference_mode():
-            self.cond = self.encode()
+        self._cond: dict | None = None
+
+    @property
+    def cond(self) -> dict:
+        """The encoded prompt, computed on first use (so settings can be validated before any model runs)."""
+        if self._cond is None:
+            with self.ledger.phase("encode"), torch.inference_mode():
+                self._cond = self.encode()
+        return self._cond
 
     # ---- family hooks -------------------------------------------------------------------------------
     def default_size(self) -> int:

@@ -1,0 +1,215 @@
+"""The entry points scripts call: :func:`search` and :func:`regenerate`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .denoisers import make_denoiser
+from .pipelines import load_pipeline, model_name
+from .run_dir import check_out_dir, write_run_dir
+from .strategies import NodeReached, SearchContext, get_strategy
+from .tree import SearchTree
+from .verifiers import Verifier, verifier_from_spec, verifier_spec
+
+
+@dataclass
+class SearchResult:
+    image: Image.Image  # the chosen image
+    score: float
+    node_id: int
+    tree: SearchTree
+    candidates: dict[int, Image.Image]  # every verified node's image
+    counts: dict[str, Any]  # denoiser forwards, decodes, verifier calls, seconds per phase
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        scored = [n for n in self.tree.nodes if n.score is not None]
+        return {
+            "config": self.config,
+            "chosen": {"node": self.node_id, "score": self.score},
+            "counts": self.counts,
+            "candidates": [{"node": n.id, "round": n.round, "score": n.score} for n in scored],
+            "versions": versions(),
+        }
+
+    def save(self, out: str | Path) -> Path:
+        """Write the run directory (chosen.png, candidates/, summary.json, tree.jsonl) atomically."""
+
+        def write(tmp: Path) -> None:
+            self.image.save(tmp / "chosen.png")
+            (tmp / "candidates").mkdir()
+            for node_id, image in self.candidates.items():
+                image.save(tmp / "candidates" / f"node-{node_id:05d}.png")
+            (tmp / "tree.jsonl").write_text(self.tree.to_jsonl())
+            (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=2))
+
+        return write_run_dir(out, write)
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    return {
+        "rd_inference": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def parse_budget(budget: int | str, one_sample_nfe: int) -> int:
+    """``400`` -> 400 denoiser forwards; ``"4x"`` -> 4 times one sample's forwards."""
+    if isinstance(budget, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*x\s*", budget)
+        if m:
+            return int(float(m.group(1)) * one_sample_nfe)
+        if not budget.strip().isdigit():
+            raise ValueError(f"budget {budget!r} is not a number of denoiser forwards or a multiple like '4x'")
+        budget = int(budget)
+    if int(budget) < 1:
+        raise ValueError(f"budget must be positive, got {budget}")
+    return int(budget)
+
+
+def search(
+    pipe,
+    prompt: str,
+    *,
+    verifier: Verifier,
+    strategy: str = "sop",
+    budget: int | str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    max_batch: int = 8,
+    verify_batch: int | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop_at_node: int | None = None,
+    **params: Any,
+) -> SearchResult:
+    """Spend extra inference compute on ``pipe`` to find the image ``verifier`` likes best for ``prompt``.
+
+    ``strategy`` is "sop" (Search over Paths), "bon" (Best-of-N) or "zo" (zero-order); ``params`` are the
+    strategy's settings (e.g. ``n=4, m=2, sigma_start=0.11``). With ``budget`` (denoiser forwards, or
+    "4x" = four single samples' worth) the strategy's size is chosen to fit it. ``out`` writes a run
+    directory. ``progress(done, total)`` is called with denoiser forwards after every step.
+
+    Example:
+        >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")
+        >>> result.image.save("best.png")
+    """
+    strat = get_strategy(strategy)
+    if not callable(verifier):
+        raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
+    den = make_denoiser(
+        pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
+        height=height, width=width, max_batch=max_batch,
+    )
+    if out is not None:
+        check_out_dir(out)
+    params = {**strat.defaults, **params}
+    strat.validate(params)
+    per_step = den.forwards_per_step
+    if budget is not None:
+        nfe_budget = parse_budget(budget, den.schedule.num_steps * per_step)
+        fitted = strat.fit(nfe_budget, den.schedule, per_step, params)
+        try:
+            strat.validate(fitted)
+        except ValueError:
+            smallest = strat.nfe(den.schedule, per_step, strat.fit(10**12, den.schedule, per_step, params) | _unit(strat))
+            raise ValueError(
+                f"budget of {nfe_budget} denoiser forwards is too small for strategy {strat.name!r}: its smallest "
+                f"run costs {smallest}; raise --budget or lower --steps"
+            ) from None
+        params = fitted
+    planned = strat.nfe(den.schedule, per_step, params)
+    done = 0
+
+    def on_step(forwards: int) -> None:
+        nonlocal done
+        done += forwards
+        if progress is not None:
+            progress(done, planned)
+
+    ctx = SearchContext(den, verifier, prompt, seed=seed, verify_batch=verify_batch, on_step=on_step,
+                        stop_at_node=stop_at_node)
+    node_id = strat.run(ctx, **params)
+    config = {
+        "prompt": prompt,
+        "strategy": strat.name,
+        "params": params,
+        "budget": budget,
+        "planned_nfe": planned,
+        "seed": seed,
+        "model": model_name(pipe),
+        "denoiser": den.config(),
+        "schedule": den.schedule.to_dict(),
+        "verifier": verifier_spec(verifier),
+        "verify_batch": ctx.verify_batch,
+    }
+    node = ctx.tree[node_id]
+    result = SearchResult(
+        image=ctx.images[node_id], score=node.score, node_id=node_id, tree=ctx.tree, candidates=ctx.images,
+        counts=den.ledger.to_dict(), config=config,
+    )
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _unit(strat) -> dict:
+    """Settings for the smallest run of a strategy (one path, one branch, one neighbour)."""
+    return {k: 1 for k in ("n", "m", "neighbors", "rounds") if k in strat.defaults}
+
+
+def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifier | None = None,
+               device: str | None = None) -> Image.Image:
+    """Rebuild node ``node_id``'s image from a run directory, bit-exactly on the same device.
+
+    The run is replayed with its recorded settings and seed up to the moment that node's clean prediction
+    exists (nodes never run after it are skipped), so the batch shapes, and thus the floats, are the same
+    as in the original run. ``pipe`` and ``verifier`` default to what ``summary.json`` names.
+    """
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no summary.json)")
+    config = json.loads(summary_path.read_text())["config"]
+    tree = [json.loads(line) for line in (run_dir / "tree.jsonl").read_text().splitlines()]
+    if not 0 <= node_id < len(tree):
+        raise ValueError(f"node {node_id} is not in this run: its nodes are 0..{len(tree) - 1}")
+    if pipe is None:
+        pipe = load_pipeline(config["model"], device=device)
+    if verifier is None:
+        if config["verifier"] is None:
+            raise ValueError("this run's verifier cannot be rebuilt from summary.json; pass verifier=…")
+        verifier = verifier_from_spec(config["verifier"], **({"device": device} if device else {}))
+    d = config["denoiser"]
+    try:
+        search(
+            pipe, config["prompt"], verifier=verifier, strategy=config["strategy"], seed=config["seed"],
+            steps=d["steps"], guidance_scale=d["guidance_scale"], negative_prompt=d["negative_prompt"],
+            height=d["height"], width=d["width"], max_batch=d["max_batch"], verify_batch=config["verify_batch"],
+            stop_at_node=node_id, **config["params"],
+        )
+    except NodeReached as reached:
+        from .images import to_pil
+
+        return to_pil(reached.image)[0]
+    raise RuntimeError(f"replaying the run never reached node {node_id}; was it made by another version?")

@@ -1,0 +1,26 @@
+"""rd-tts regenerate: rebuild one node's image from a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Rebuild any node of a run bit-exactly (on the same device) from its run directory."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by rd-tts generate")
+    p.add_argument("node_id", type=int, help="node id from tree.jsonl")
+    p.add_argument("--out", default=None, help="PNG to write (default: RUN_DIR/../<run>-node-<id>.png)")
+    p.add_argument("--device", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import regenerate
+
+    run_dir = Path(args.run_dir)
+    image = regenerate(run_dir, args.node_id, device=args.device)
+    out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-node-{args.node_id:05d}.png"
+    image.save(out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,113 @@
+"""What every strategy shares: the denoiser, the verifier, one seeded generator per node, the tree, the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..denoisers import Denoiser
+from ..images import to_pil
+from ..renoise import renoise
+from ..tree import Node, SearchTree
+from ..verifiers import Verifier
+
+SEED_MAX = 2**62
+
+
+class NodeReached(Exception):
+    """Raised to stop a replay once the node being regenerated has its image."""
+
+    def __init__(self, image: torch.Tensor):
+        super().__init__("node reached")
+        self.image = image
+
+
+class SearchContext:
+    """State of one search run. Strategies call :meth:`spawn`, :meth:`start`, :meth:`branch`,
+    :meth:`denoise` and :meth:`verify`; everything random comes from per-node generators."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        verifier: Verifier,
+        prompt: str,
+        *,
+        seed: int = 0,
+        verify_batch: int | None = None,
+        on_step: Callable[[int], None] | None = None,
+        stop_at_node: int | None = None,
+    ):
+        self.denoiser = denoiser
+        self.schedule = denoiser.schedule
+        self.verifier = verifier
+        self.prompt = prompt
+        self.ledger = denoiser.ledger
+        self.tree = SearchTree()
+        self.master = torch.Generator("cpu").manual_seed(int(seed))
+        self.verify_batch = verify_batch or denoiser.max_batch
+        self.on_step = on_step
+        self.stop_at_node = stop_at_node
+        self.images: dict[int, object] = {}  # node id -> PIL image of its verified x0-prediction
+
+    # ---- nodes and randomness ---------------------------------------------------------------------------
+    def spawn(self, parents: Sequence[Node | None], *, round: int, kind: str, start: int, end: int):
+        """New nodes (one per entry of ``parents``) and their generators, each seeded from the master."""
+        nodes, gens = [], []
+        for parent in parents:
+            seed = int(torch.randint(0, SEED_MAX, (1,), generator=self.master))
+            nodes.append(
+                self.tree.add(
+                    parent=None if parent is None else parent.id,
+                    round=round,
+                    kind=kind,
+                    seed=seed,
+                    start=start,
+                    end=end,
+                    level_start=round_level(self.schedule.level[start]),
+                    level_end=round_level(self.schedule.level[end]),
+                )
+            )
+            gens.append(torch.Generator("cpu").manual_seed(seed))
+        return nodes, gens
+
+    def start(self, gens: Sequence[torch.Generator]) -> torch.Tensor:
+        """Pure noise for new root paths."""
+        return self.denoiser.initial_noise(gens)
+
+    def branch(self, x: torch.Tensor, i_from: int, i_to: int, gens: Sequence[torch.Generator]) -> torch.Tensor:
+        """Re-noise ``x`` (one row per new node) from grid point ``i_from`` to the noisier ``i_to``."""
+        noise = self.denoiser.sample_noise(gens, x.shape)
+        return renoise(self.schedule, x, i_from, i_to, noise)
+
+    # ---- model calls ---------------------------------------------------------------------------------------
+    def denoise(self, x: torch.Tensor, nodes: Sequence[Node], gens) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = nodes[0].start, nodes[0].end
+        x_end, x0 = self.denoiser.denoise(x, start, end, gens, on_step=self.on_step)
+        if self.stop_at_node is not None:
+            for k, node in enumerate(nodes):
+                if node.id == self.stop_at_node:
+                    raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
+        return x_end, x0
+
+    def verify(self, x0: torch.Tensor, nodes: Sequence[Node]) -> torch.Tensor:
+        """Decode the clean predictions and score them; scores are written onto the nodes."""
+        images = self.denoiser.decode(x0)
+        scores = []
+        with self.ledger.phase("verify"):
+            for lo in range(0, images.shape[0], self.verify_batch):
+                chunk = images[lo : lo + self.verify_batch]
+                scores.append(torch.as_tensor(self.verifier(chunk, self.prompt), dtype=torch.float32).reshape(-1))
+                self.ledger.verifier_batches += 1
+        scores = torch.cat(scores).cpu()
+        if scores.shape[0] != len(nodes):
+            raise ValueError(f"the verifier returned {scores.shape[0]} scores for {len(nodes)} images")
+        self.ledger.verifier_images += len(nodes)
+        for node, score, image in zip(nodes, scores.tolist(), to_pil(images)):
+            node.score = float(score)
+            self.images[node.id] = image
+        return scores
+
+
+def round_level(v) -> float:
+    return round(float(v), 6)
