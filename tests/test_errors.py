@@ -1,0 +1,112 @@
+"""Bad input fails before any work with a message naming the fix, and leaves no run directory."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, HeunDiscreteScheduler
+from tiny_pipelines import tiny_sd
+
+from rd_inference import BrightnessVerifier, search
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd()
+
+
+def _search(pipe, out, **kw):
+    args = {"verifier": BrightnessVerifier(), "steps": 4, "height": 16, "width": 16, "out": out, **kw}
+    prompt = args.pop("prompt", "two red circles")
+    return search(pipe, prompt, **args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prompt": ""}, "prompt is empty"),
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"strategy": "bon", "budget": 3}, "budget of 3 denoiser forwards is too small"),
+        ({"strategy": "sop", "budget": "1x"}, "too small for strategy 'sop'"),
+        ({"strategy": "sop", "delta_f": 0.5, "delta_b": 0.5}, "no progress"),
+        ({"strategy": "sop", "delta_f": 0.5, "delta_b": 0.2}, "no progress"),
+        ({"strategy": "sop", "n": 0}, "n and m must be >= 1"),
+        ({"strategy": "sop", "m": 0}, "n and m must be >= 1"),
+        ({"strategy": "bon", "n": 0}, "n must be >= 1"),
+        ({"strategy": "zo", "cosine": 1.0}, "cosine must be in"),
+        ({"strategy": "beam"}, "unknown strategy 'beam'; known strategies: bon, sop, zo"),
+        ({"strategy": "bon", "m": 3}, r"unknown setting\(s\) \['m'\]"),
+        ({"budget": "lots"}, "not a number of denoiser forwards"),
+        ({"max_batch": 0}, "max_batch must be >= 1"),
+    ],
+)
+def test_bad_settings_fail_before_work(pipe, tmp_path, kwargs, match):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        _search(pipe, out, **kwargs)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_pipeline_and_scheduler(tmp_path):
+    with pytest.raises(ValueError, match="unsupported pipeline object; supported: StableDiffusionPipeline"):
+        _search(object(), tmp_path / "run")
+    heun = tiny_sd(scheduler=HeunDiscreteScheduler())
+    with pytest.raises(ValueError, match="unsupported scheduler HeunDiscreteScheduler; supported: .*DDIMScheduler"):
+        _search(heun, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_latents_leave_no_run_directory(pipe, tmp_path, monkeypatch):
+    broken = tiny_sd()
+    real_forward = broken.unet.forward
+
+    def nan_forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        return (out[0] * float("nan"),)
+
+    monkeypatch.setattr(broken.unet, "forward", nan_forward)
+    with pytest.raises(FloatingPointError, match="non-finite latents.*float32 or bfloat16"):
+        _search(broken, tmp_path / "run", strategy="bon", n=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_directory_is_refused(pipe, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="choose another --out"):
+        _search(pipe, out, strategy="bon", n=1)
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_interrupted_run_leaves_nothing(pipe, tmp_path):
+    out = tmp_path / "run"
+    calls = []
+
+    def interrupt(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _search(pipe, out, strategy="bon", n=2, progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_write_leaves_nothing(pipe, tmp_path, monkeypatch):
+    from rd_inference import api
+
+    def broken_versions():
+        raise OSError("disk full")
+
+    monkeypatch.setattr(api, "versions", broken_versions)
+    with pytest.raises(OSError, match="disk full"):
+        _search(pipe, tmp_path / "run", strategy="bon", n=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verifier_must_score_every_image(pipe, tmp_path):
+    def short(images, prompt):
+        return torch.zeros(1)
+
+    with pytest.raises(ValueError, match="returned 1 scores for 2 images"):
+        _search(pipe, tmp_path / "run", strategy="bon", n=2, verifier=short)
