@@ -75,7 +75,9 @@ def _parse(data: Mapping[str, Any], source: str) -> tuple[dict[str, Criterion], 
     for key, table in zip(("criteria", "pairwise"), out):
         for entry in data.get(key, []):
             if not isinstance(entry, Mapping) or "name" not in entry or "template" not in entry:
-                raise ValueError(f"{source}: each entry of {key!r} needs 'name' and 'template', got {entry!r}")
+                raise ValueError(
+                    f"{source}: each entry of {key!r} needs 'name' and 'template', got {entry!r}"
+                )
             extra = set(entry) - {"name", "template", "weight", "description"}
             if extra:
                 raise ValueError(f"{source}: criterion {entry['name']!r} has unknown keys {sorted(extra)}")

@@ -60,7 +60,9 @@ def _yes_no_ids(tokenizer: Any, source: str) -> tuple[list[int], list[int]]:
                 "yes/no as single tokens (Qwen-VL, InternVL, LLaVA, Idefics3, Gemma 3 all do)"
             )
     if set(yes) & set(no):
-        raise ValueError(f"{source}: the tokenizer maps yes and no to the same token id(s) {set(yes) & set(no)}")
+        raise ValueError(
+            f"{source}: the tokenizer maps yes and no to the same token id(s) {set(yes) & set(no)}"
+        )
     return yes, no
 
 
@@ -81,7 +83,9 @@ def _image_only_class(base: type) -> type:
         def get_attributes(cls):
             return [a for a in base.get_attributes() if "video" not in a]
 
-        _IMAGE_ONLY_CLASSES[base] = type(f"ImageOnly{base.__name__}", (base,), {"get_attributes": get_attributes})
+        _IMAGE_ONLY_CLASSES[base] = type(
+            f"ImageOnly{base.__name__}", (base,), {"get_attributes": get_attributes}
+        )
     return _IMAGE_ONLY_CLASSES[base]
 
 
@@ -170,9 +174,9 @@ def _as_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if isinstance(dtype, str):
         value = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(value, torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}")
-        return value
+        if isinstance(value, torch.dtype):
+            return value
+        raise ValueError(f"unknown dtype {dtype!r}")
     return dtype
 
 
@@ -309,7 +313,11 @@ class YesTokenVerifier:
         _check_safetensors(path_or_id)
         config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
         home = torch.device("cpu") if offload else device
-        kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code}
+        kwargs: dict[str, Any] = {
+            "dtype": torch_dtype,
+            "use_safetensors": True,
+            "trust_remote_code": trust_remote_code,
+        }
         memory = {}
         if quantization is not None:
             from transformers import BitsAndBytesConfig
@@ -357,7 +365,10 @@ class YesTokenVerifier:
             load_settings=settings,
         )
         footprint = model.get_memory_footprint()
-        verifier.memory = {"weights_bytes": footprint, "full_precision_bytes": memory.get("full_precision_bytes", footprint)}
+        verifier.memory = {
+            "weights_bytes": footprint,
+            "full_precision_bytes": memory.get("full_precision_bytes", footprint),
+        }
         return verifier
 
     # ------------------------------------------------------------------------------ spec and pickling
@@ -566,7 +577,9 @@ class YesTokenVerifier:
         """
         a, b = self._pil_images(first), self._pil_images(second)
         if len(a) != len(b):
-            raise ValueError(f"compare needs as many first images as second images, got {len(a)} and {len(b)}")
+            raise ValueError(
+                f"compare needs as many first images as second images, got {len(a)} and {len(b)}"
+            )
         prompts = self._prompts(prompt, len(a))
         crits = self.pairwise_criteria
         rows = []
@@ -574,7 +587,9 @@ class YesTokenVerifier:
             for c in crits:
                 rows += [([x, y], c.render(p)), ([y, x], c.render(p))]
         lp = self.yes_no_logprobs(rows).view(len(a), len(crits), 2, 2)
-        probs = torch.sigmoid(lp[..., 0] - lp[..., 1]) if self.probability == "conditional" else lp[..., 0].exp()
+        probs = (
+            torch.sigmoid(lp[..., 0] - lp[..., 1]) if self.probability == "conditional" else lp[..., 0].exp()
+        )
         w = torch.tensor([c.weight for c in crits], dtype=probs.dtype)
         w = w / w.sum()
         second_wins = 0.5 * (probs[..., 0] + (1.0 - probs[..., 1]))  # [P, C]

@@ -110,18 +110,29 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
 
         config = LlavaConfig(
             vision_config=CLIPVisionConfig(
-                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                image_size=16, patch_size=8, projection_dim=32,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=16,
+                patch_size=8,
+                projection_dim=32,
             ),
             text_config=LlamaConfig(**_text_config(tok)),
             image_token_id=ids("<image>"),
             vision_feature_layer=-1,
             vision_feature_select_strategy="default",
         )
-        image_processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+        image_processor = CLIPImageProcessorPil(
+            size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}
+        )
         processor = LlavaProcessor(
-            image_processor=image_processor, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-            num_additional_image_tokens=1, chat_template=tok.chat_template,
+            image_processor=image_processor,
+            tokenizer=tok,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=tok.chat_template,
         )
         processor.save_pretrained(out)
     elif family == "qwen2_5_vl":
@@ -130,16 +141,29 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
 
         config = Qwen2_5_VLConfig(
             text_config=_text_config(
-                tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
+                tok,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             ),
-            vision_config=dict(
-                depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN, patch_size=14,
-                spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0], window_size=56,
-            ),
-            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+            vision_config={
+                "depth": 1,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_heads": 2,
+                "out_hidden_size": HIDDEN,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "fullatt_block_indexes": [0],
+                "window_size": 56,
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
         )
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2)
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2
+        )
         # The real processor cannot be built here (it wants a torchvision video processor): save the parts.
         tok.save_pretrained(out)
         image_processor.save_pretrained(out)
@@ -149,18 +173,35 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
 
         config = Qwen3VLConfig(
             text_config=_text_config(
-                tok, head_dim=32,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6],
-                                 "mrope_interleaved": True},
+                tok,
+                head_dim=32,
+                rope_parameters={
+                    "rope_type": "default",
+                    "rope_theta": 10000.0,
+                    "mrope_section": [4, 6, 6],
+                    "mrope_interleaved": True,
+                },
             ),
-            vision_config=dict(
-                depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN, patch_size=16,
-                spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0],
-            ),
-            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+            vision_config={
+                "depth": 1,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_heads": 2,
+                "out_hidden_size": HIDDEN,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "num_position_embeddings": 16,
+                "deepstack_visual_indexes": [0],
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
         )
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=64 * 64, max_pixels=64 * 64, patch_size=16, merge_size=2)
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=64 * 64, max_pixels=64 * 64, patch_size=16, merge_size=2
+        )
         tok.save_pretrained(out)
         image_processor.save_pretrained(out)
     else:  # idefics3
@@ -168,10 +209,14 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
         config = Idefics3Config(
-            vision_config=dict(
-                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                patch_size=8,
-            ),
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 8,
+            },
             text_config=LlamaConfig(**_text_config(tok)).to_dict(),
             scale_factor=2,
             image_token_id=ids("<image>"),
