@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny VLMs of each family, built once per test session (see tests/tiny_vlm.py)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlms(tmp_path_factory) -> dict[str, str]:
+    """family -> folder of a saved tiny VLM (safetensors + processor files)."""
+    from tiny_vlm import FAMILIES, build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny_vlms")
+    return {family: str(build_tiny_vlm(family, root / family)) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_verifiers(tiny_vlms) -> dict:
+    """family -> full-precision YesTokenVerifier on CPU (shared: tests must not change its settings)."""
+    from rd_inference.yes_token import YesTokenVerifier
+
+    return {f: YesTokenVerifier.from_pretrained(p, device="cpu") for f, p in tiny_vlms.items()}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_bnb():
+    # bitsandbytes on CPU warns on every 8-bit matmul that it casts to float16; expected here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="MatMul8bitLt")
+        yield
