@@ -24,13 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probability", choices=["conditional", "full"], default="conditional")
     parser.add_argument("--aggregation", choices=["mean", "rank"], default="mean")
     parser.add_argument("--pairwise", action="store_true", help="also run a round-robin pairwise tournament")
-    parser.add_argument("--top-k", type=int, default=None, help="images that play the tournament (default all)")
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="images that play the tournament (default all)"
+    )
     parser.add_argument("--rationale", action="store_true", help="print the VLM's reason for the top image")
     parser.add_argument("--quantization", choices=["8bit", "4bit"], default=None)
-    parser.add_argument("--dtype", default=None, help="e.g. bfloat16, float32 (default: bf16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: CUDA when available)")
+    parser.add_argument(
+        "--dtype", default=None, help="e.g. bfloat16, float32 (default: bf16 on CUDA, fp32 on CPU)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="e.g. cuda, cuda:1, cpu (default: CUDA when available)"
+    )
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the model repository's own code"
+    )
 
 
 def _open(path: str) -> Image.Image:
@@ -61,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     names = [c.name for c in scores.criteria]
     width = max(len("image"), *(len(p) for p in args.images))
     print(f"verifier: {args.verifier}   probability: {args.probability}   aggregation: {args.aggregation}")
-    print(f"{'rank':<5} {'score':>7}  {'image':<{width}}  " + "  ".join(f"{n:>{max(len(n), 7)}}" for n in names))
+    print(
+        f"{'rank':<5} {'score':>7}  {'image':<{width}}  " + "  ".join(f"{n:>{max(len(n), 7)}}" for n in names)
+    )
     order = sorted(range(len(images)), key=lambda i: -float(scores.reward[i]))
     for rank, i in enumerate(order, start=1):
         cells = "  ".join(f"{float(chosen[i, j]):>{max(len(n), 7)}.4f}" for j, n in enumerate(names))
