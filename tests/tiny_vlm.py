@@ -38,7 +38,7 @@ CORPUS = [
     "two red circles a blue square on the left of a green triangle a cat a dog playing",
 ]
 
-HIDDEN, INTERMEDIATE = 64, 128  # multiples of 64: 4-bit Linear needs in_features % 64 == 0
+HIDDEN = 64  # a multiple of 64 (and so is the MLP's 2x): 4-bit Linear needs in_features % 64 == 0
 
 
 def chat_template(image_markup: str) -> str:
@@ -76,13 +76,13 @@ def make_tokenizer(specials: list[str], template: str, *, with_yes: bool = True)
     )
 
 
-def _text_config(tok, **extra) -> dict:
+def _text_config(tok, hidden: int = HIDDEN, layers: int = 2, **extra) -> dict:
     return dict(
         vocab_size=len(tok),
-        hidden_size=HIDDEN,
-        intermediate_size=INTERMEDIATE,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 32,  # head_dim 32 (the Qwen mrope sections below sum to 16)
         num_key_value_heads=1,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
@@ -92,8 +92,19 @@ def _text_config(tok, **extra) -> dict:
     )
 
 
-def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, seed: int = 0) -> Path:
-    """Build, save (safetensors) and return the folder of a tiny ``family`` VLM with its processor files."""
+def build_tiny_vlm(
+    family: str,
+    out_dir: str | Path,
+    *,
+    with_yes: bool = True,
+    seed: int = 0,
+    hidden: int = HIDDEN,
+    layers: int = 2,
+) -> Path:
+    """Build, save (safetensors) and return the folder of a tiny ``family`` VLM with its processor files.
+
+    ``hidden`` (a multiple of 64) and ``layers`` size the language model; the vision side stays tiny.
+    """
     from transformers import AutoModelForImageTextToText
 
     if family not in FAMILIES:
@@ -118,7 +129,7 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
                 patch_size=8,
                 projection_dim=32,
             ),
-            text_config=LlamaConfig(**_text_config(tok)),
+            text_config=LlamaConfig(**_text_config(tok, hidden, layers)),
             image_token_id=ids("<image>"),
             vision_feature_layer=-1,
             vision_feature_select_strategy="default",
@@ -142,6 +153,8 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
         config = Qwen2_5_VLConfig(
             text_config=_text_config(
                 tok,
+                hidden,
+                layers,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             ),
             vision_config={
@@ -149,7 +162,7 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
                 "hidden_size": 32,
                 "intermediate_size": 64,
                 "num_heads": 2,
-                "out_hidden_size": HIDDEN,
+                "out_hidden_size": hidden,
                 "patch_size": 14,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
@@ -174,6 +187,8 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
         config = Qwen3VLConfig(
             text_config=_text_config(
                 tok,
+                hidden,
+                layers,
                 head_dim=32,
                 rope_parameters={
                     "rope_type": "default",
@@ -187,7 +202,7 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
                 "hidden_size": 32,
                 "intermediate_size": 64,
                 "num_heads": 2,
-                "out_hidden_size": HIDDEN,
+                "out_hidden_size": hidden,
                 "patch_size": 16,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
@@ -217,7 +232,7 @@ def build_tiny_vlm(family: str, out_dir: str | Path, *, with_yes: bool = True, s
                 "image_size": 32,
                 "patch_size": 8,
             },
-            text_config=LlamaConfig(**_text_config(tok)).to_dict(),
+            text_config=LlamaConfig(**_text_config(tok, hidden, layers)).to_dict(),
             scale_factor=2,
             image_token_id=ids("<image>"),
         )
