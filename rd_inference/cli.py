@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "generate": "rd_inference.commands.generate",
     "regenerate": "rd_inference.commands.regenerate",
+    "score": "rd_inference.commands.score",
 }
 
 

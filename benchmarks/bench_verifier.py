@@ -1,0 +1,118 @@
+"""Yes-token verifier cost on a tiny Qwen2.5-VL on CPU (random weights: timings only, not quality).
+
+Run from the repository root:
+
+    HF_HUB_OFFLINE=1 python -m benchmarks.bench_verifier [--batch 8] [--repeats 15] [--threads 1]
+
+Prints, from one run (best of ``--repeats`` interleaved rounds):
+  (a) yes-token scoring vs generate-based scoring of the same images (the VLM asked to write a short
+      JSON score, greedy, batched, fixed ``--json-tokens`` new tokens): the speed ratio;
+  (b) the verifier's whole call (tensor -> PIL -> processor -> forward with logits_to_keep=1 ->
+      probabilities) vs one bare batched ``model(**inputs)`` on the same, already prepared inputs.
+  (c) no shared-prefix cache is implemented (the built-in templates put the image first, so the shared
+      text prefix is only the chat header): nothing to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from rd_inference.images import to_pil
+from rd_inference.yes_token import YesTokenVerifier
+from tests.tiny_vlm import build_tiny_vlm, random_images
+
+PROMPT = "two red circles on the left of a blue square"
+JSON_QUESTION = (
+    'The image was generated for this prompt: "{prompt}". Rate how well it matches the prompt from 0 to 10 '
+    'and reply with JSON only, like {{"score": 7}}.'
+)
+
+
+def best_seconds(fns: dict, repeats: int) -> dict[str, float]:
+    """Best (minimum) wall time of each function over ``repeats`` interleaved rounds.
+
+    Interleaved so that load drift on a shared machine hits all alike; the minimum because other
+    processes only ever add time.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--json-tokens", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_vlm("qwen2_5_vl", tmp, hidden=args.hidden, layers=args.layers)
+        v = YesTokenVerifier.from_pretrained(str(path), device="cpu", max_batch=args.batch)
+    model = v.model
+    images = random_images(args.batch, size=56)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"tiny Qwen2.5-VL: {n_params / 1e6:.2f}M parameters, hidden {args.hidden}, {args.layers} layers; "
+        f"batch {args.batch} images 56x56; torch threads {torch.get_num_threads()}; best of {args.repeats}"
+    )
+
+    pil = to_pil(images)
+    question = JSON_QUESTION.format(prompt=PROMPT)
+
+    def generate_json(images=pil):
+        inputs = v._inputs([([im], question) for im in images])
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=args.json_tokens,
+                min_new_tokens=args.json_tokens,
+                do_sample=False,
+            )
+        texts = v.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :])
+        return [t for t in texts if '"score"' in t]  # what a JSON scorer would parse
+
+    rows = [([im], v.criteria[0].render(PROMPT)) for im in pil]
+    inputs = v._inputs(rows)
+
+    def bare():
+        with torch.inference_mode():
+            model(**inputs)
+
+    def generate_json_one_by_one():
+        return [generate_json([im]) for im in pil]
+
+    fns = {"yes": lambda: v(images, PROMPT), "bare": bare, "json": generate_json, "json1": generate_json_one_by_one}
+    for warm_up in fns.values():
+        warm_up()
+    v.reset_timings()
+    t = best_seconds(fns, args.repeats)
+    t_yes, t_bare = t["yes"], t["bare"]
+    print(
+        f"(a) yes-token {t_yes * 1e3:8.1f} ms   generate-JSON batched {t['json'] * 1e3:8.1f} ms "
+        f"(ratio {t['json'] / t_yes:4.1f}x)   generate-JSON one image at a time {t['json1'] * 1e3:8.1f} ms "
+        f"(ratio {t['json1'] / t_yes:4.1f}x)"
+    )
+    t_pre = v.timings["preprocess"] / v.timings["calls"]
+    print(
+        f"(b) bare model(**inputs) {t_bare * 1e3:8.1f} ms   whole verifier call {t_yes * 1e3:8.1f} ms   "
+        f"overhead ratio {t_yes / t_bare:4.2f} (mean preprocessing {t_pre * 1e3:.1f} ms per call)"
+    )
+    print("(c) shared-prefix cache: not implemented (image comes first in every template)")
+
+
+if __name__ == "__main__":
+    main()

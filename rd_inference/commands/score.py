@@ -1,0 +1,88 @@
+"""``rd-tts score``: score image files with a yes-token VLM verifier and print the ranking."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+HELP = "Score image files with a yes-token VLM verifier; print a table of scores and the ranking."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to score")
+    parser.add_argument("--verifier", required=True, metavar="PATH_OR_ID", help="VLM folder or hub id")
+    parser.add_argument("--prompt", required=True, help="the prompt the images were generated for")
+    parser.add_argument(
+        "--criteria",
+        default=None,
+        help="comma-separated criteria, each a built-in name with optional :weight, or a .json/.toml file "
+        "(default: alignment). Built-in: alignment, object_consistency, text_accuracy, style_consistency, "
+        "environment_relevance, visual_quality, plausibility, aesthetics",
+    )
+    parser.add_argument("--probability", choices=["conditional", "full"], default="conditional")
+    parser.add_argument("--aggregation", choices=["mean", "rank"], default="mean")
+    parser.add_argument("--pairwise", action="store_true", help="also run a round-robin pairwise tournament")
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="images that play the tournament (default all)"
+    )
+    parser.add_argument("--rationale", action="store_true", help="print the VLM's reason for the top image")
+    parser.add_argument("--quantization", choices=["8bit", "4bit"], default=None)
+    parser.add_argument(
+        "--dtype", default=None, help="e.g. bfloat16, float32 (default: bf16 on CUDA, fp32 on CPU)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="e.g. cuda, cuda:1, cpu (default: CUDA when available)"
+    )
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the model repository's own code"
+    )
+
+
+def _open(path: str) -> Image.Image:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pairwise import tournament
+    from ..yes_token import YesTokenVerifier
+
+    images = [_open(p) for p in args.images]
+    verifier = YesTokenVerifier.from_pretrained(
+        args.verifier,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        criteria=args.criteria,
+        probability=args.probability,
+        aggregation=args.aggregation,
+        max_batch=args.max_batch,
+    )
+    scores = verifier.score(images, args.prompt)
+    chosen = scores.conditional if args.probability == "conditional" else scores.full
+    names = [c.name for c in scores.criteria]
+    width = max(len("image"), *(len(p) for p in args.images))
+    print(f"verifier: {args.verifier}   probability: {args.probability}   aggregation: {args.aggregation}")
+    print(
+        f"{'rank':<5} {'score':>7}  {'image':<{width}}  " + "  ".join(f"{n:>{max(len(n), 7)}}" for n in names)
+    )
+    order = sorted(range(len(images)), key=lambda i: -float(scores.reward[i]))
+    for rank, i in enumerate(order, start=1):
+        cells = "  ".join(f"{float(chosen[i, j]):>{max(len(n), 7)}.4f}" for j, n in enumerate(names))
+        print(f"{rank:<5} {float(scores.reward[i]):>7.4f}  {args.images[i]:<{width}}  {cells}")
+    best = order[0]
+    if args.pairwise:
+        result = tournament(verifier, images, args.prompt, top_k=args.top_k, scores=scores.reward)
+        print("\npairwise tournament (P(row beats column), both orders averaged):")
+        print(result.table())
+        best = result.winner
+        print(f"tournament winner: {args.images[best]}")
+    if args.rationale:
+        print(f"\nrationale for {args.images[best]}: {verifier.rationale(images[best], args.prompt)}")
+    return 0
