@@ -101,6 +101,9 @@ def search(
     out: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop_at_node: int | None = None,
+    offload: bool = False,
+    final_pick: str = "score",
+    tournament_k: int = 4,
     **params: Any,
 ) -> SearchResult:
     """Spend extra inference compute on ``pipe`` to find the image ``verifier`` likes best for ``prompt``.
@@ -108,13 +111,21 @@ def search(
     ``strategy`` is "sop" (Search over Paths), "bon" (Best-of-N) or "zo" (zero-order); ``params`` are the
     strategy's settings (e.g. ``n=4, m=2, sigma_start=0.11``). With ``budget`` (denoiser forwards, or
     "4x" = four single samples' worth) the strategy's size is chosen to fit it. ``out`` writes a run
-    directory. ``progress(done, total)`` is called with denoiser forwards after every step.
+    directory. ``progress(done, total)`` is called with denoiser forwards after every step; it may raise
+    to interrupt the search (nothing is written then). ``offload=True`` is the one-GPU mode: the denoising
+    models leave the GPU while the verifier scores (give the verifier ``offload=True`` too); the moves are
+    timed under ``counts["seconds"]["move"]``. ``final_pick="tournament"`` replaces the pointwise pick by
+    a pairwise round robin over the ``tournament_k`` best finished images (needs ``verifier.compare``).
 
     Example:
         >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")
         >>> result.image.save("best.png")
     """
     strat = get_strategy(strategy)
+    if final_pick not in ("score", "tournament"):
+        raise ValueError(f"final_pick must be 'score' or 'tournament', got {final_pick!r}")
+    if final_pick == "tournament" and not callable(getattr(verifier, "compare", None)):
+        raise ValueError("final_pick='tournament' needs a pairwise verifier with compare() (e.g. YesTokenVerifier)")
     if not callable(verifier):
         raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
     den = make_denoiser(
@@ -148,8 +159,11 @@ def search(
             progress(done, planned)
 
     ctx = SearchContext(den, verifier, prompt, seed=seed, verify_batch=verify_batch, on_step=on_step,
-                        stop_at_node=stop_at_node)
+                        stop_at_node=stop_at_node, offload=offload)
     node_id = strat.run(ctx, **params)
+    tournament_table = None
+    if final_pick == "tournament":
+        node_id, tournament_table = _tournament_pick(ctx, tournament_k)
     config = {
         "prompt": prompt,
         "strategy": strat.name,
@@ -162,7 +176,12 @@ def search(
         "schedule": den.schedule.to_dict(),
         "verifier": verifier_spec(verifier),
         "verify_batch": ctx.verify_batch,
+        "offload": offload,
+        "final_pick": final_pick,
+        "tournament_k": tournament_k,
     }
+    if tournament_table is not None:
+        config["tournament"] = tournament_table
     node = ctx.tree[node_id]
     result = SearchResult(
         image=ctx.images[node_id], score=node.score, node_id=node_id, tree=ctx.tree, candidates=ctx.images,
@@ -171,6 +190,22 @@ def search(
     if out is not None:
         result.save(out)
     return result
+
+
+def _tournament_pick(ctx: SearchContext, top_k: int) -> tuple[int, dict]:
+    """Round robin over the best finished images (nodes that reached the clean end of the grid)."""
+    from .pairwise import tournament
+
+    finished = [n for n in ctx.tree.nodes if n.score is not None and n.end == ctx.schedule.num_steps]
+    with ctx.ledger.phase("verify"):
+        res = tournament(ctx.verifier, [ctx.images[n.id] for n in finished], ctx.prompt, top_k=top_k,
+                         scores=[n.score for n in finished])
+    k = len(res.candidates)
+    ctx.ledger.verifier_batches += 1
+    ctx.ledger.verifier_images += k * (k - 1) * 2  # each pair, asked in both orders, shows two images
+    table = {"candidates": [finished[c].id for c in res.candidates], "wins": res.wins.tolist(),
+             "preference": res.preference.tolist()}
+    return finished[res.winner].id, table
 
 
 def _unit(strat) -> dict:

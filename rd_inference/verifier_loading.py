@@ -15,7 +15,7 @@ def default_verifier_path() -> Path:
 
 
 def load_verifier(spec: str | None, *, device: str | None = None, quantization: str | None = None,
-                  criteria: str | None = None) -> Verifier:
+                  criteria: str | None = None, offload: bool = False) -> Verifier:
     """``brightness``, ``color:R,G,B`` (floats in [0,1]), a VLM folder / hub id, or None for the embedded one."""
     if spec == "brightness":
         return BrightnessVerifier()
@@ -27,7 +27,7 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
         return ColorVerifier(rgb)
     from .yes_token import YesTokenVerifier
 
-    kwargs = {"device": device}
+    kwargs = {"device": device, "offload": offload}
     if quantization not in (None, "none"):
         kwargs["quantization"] = quantization
     if criteria is not None:

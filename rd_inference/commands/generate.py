@@ -28,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the embedded toy VLM)")
     p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none", help="VLM verifier loading")
     p.add_argument("--criteria", default=None, help="verifier criteria template name or file")
+    p.add_argument("--offload", action="store_true",
+                   help="one-GPU mode: the diffusion model and the VLM verifier take turns on the GPU")
+    p.add_argument("--final-pick", choices=["score", "tournament"], default="score",
+                   help="pick the best verifier score, or run a pairwise tournament over the best finished images")
+    p.add_argument("--tournament-k", type=int, default=4)
     p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order)")
     p.add_argument("--budget", default=None, help="denoiser forwards (e.g. 400) or a multiple of one sample (e.g. 4x)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria)
+    verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
+                             offload=args.offload)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
     bar = tqdm(total=None, unit="nfe", desc="denoiser forwards")
 
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         result = search(
             pipe, prompt, verifier=verifier, strategy=args.strategy, budget=args.budget, seed=args.seed,
             steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
-            height=args.height, width=args.width, max_batch=args.max_batch, out=out, progress=progress, **params,
+            height=args.height, width=args.width, max_batch=args.max_batch, out=out, progress=progress,
+            offload=args.offload, final_pick=args.final_pick, tournament_k=args.tournament_k, **params,
         )
     finally:
         bar.close()

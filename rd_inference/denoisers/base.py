@@ -185,6 +185,18 @@ class Denoiser:
         self.ledger.decodes += x0.shape[0]
         return torch.cat(images)
 
+    def denoising_modules(self) -> list[torch.nn.Module]:
+        """The modules used after the prompt is encoded (the ones a one-GPU mode moves out of the way)."""
+        names = ("unet", "transformer", "vae")
+        return [m for m in (getattr(self.pipe, n, None) for n in names) if isinstance(m, torch.nn.Module)]
+
+    def move_models(self, device) -> None:
+        """Move the denoising modules (not the encoded prompt) to ``device``; waits for the copy to finish."""
+        for module in self.denoising_modules():
+            module.to(device)
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def config(self) -> dict:
         return {
             "family": self.family,

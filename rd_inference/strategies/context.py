@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -37,6 +38,7 @@ class SearchContext:
         verify_batch: int | None = None,
         on_step: Callable[[int], None] | None = None,
         stop_at_node: int | None = None,
+        offload: bool = False,
     ):
         self.denoiser = denoiser
         self.schedule = denoiser.schedule
@@ -48,6 +50,8 @@ class SearchContext:
         self.verify_batch = verify_batch or denoiser.max_batch
         self.on_step = on_step
         self.stop_at_node = stop_at_node
+        # One-GPU mode: the denoising models leave the device while the verifier is on it.
+        self.offload = offload
         self.images: dict[int, object] = {}  # node id -> PIL image of its verified x0-prediction
 
     # ---- nodes and randomness ---------------------------------------------------------------------------
@@ -93,13 +97,15 @@ class SearchContext:
     def verify(self, x0: torch.Tensor, nodes: Sequence[Node]) -> torch.Tensor:
         """Decode the clean predictions and score them; scores are written onto the nodes."""
         images = self.denoiser.decode(x0)
-        scores = []
-        with self.ledger.phase("verify"):
-            for lo in range(0, images.shape[0], self.verify_batch):
-                chunk = images[lo : lo + self.verify_batch]
-                scores.append(torch.as_tensor(self.verifier(chunk, self.prompt), dtype=torch.float32).reshape(-1))
-                self.ledger.verifier_batches += 1
-        scores = torch.cat(scores).cpu()
+        if self.offload:
+            with self.ledger.phase("move"):
+                self.denoiser.move_models("cpu")
+        try:
+            scores = self._score(images)
+        finally:
+            if self.offload:
+                with self.ledger.phase("move"):
+                    self.denoiser.move_models(self.denoiser.device)
         if scores.shape[0] != len(nodes):
             raise ValueError(f"the verifier returned {scores.shape[0]} scores for {len(nodes)} images")
         self.ledger.verifier_images += len(nodes)
@@ -107,6 +113,25 @@ class SearchContext:
             node.score = float(score)
             self.images[node.id] = image
         return scores
+
+
+    def _score(self, images: torch.Tensor) -> torch.Tensor:
+        # A verifier that can hold itself on its device for a whole phase (YesTokenVerifier.on_device) pays
+        # one pair of moves per phase; the moves it reports are booked as "move", not "verify".
+        hold = getattr(self.verifier, "on_device", None)
+        timings = getattr(self.verifier, "timings", None)
+        moved_before = timings.get("move", 0.0) if isinstance(timings, dict) else 0.0
+        scores = []
+        with self.ledger.phase("verify"), (hold() if callable(hold) else nullcontext()):
+            for lo in range(0, images.shape[0], self.verify_batch):
+                chunk = images[lo : lo + self.verify_batch]
+                scores.append(torch.as_tensor(self.verifier(chunk, self.prompt), dtype=torch.float32).reshape(-1))
+                self.ledger.verifier_batches += 1
+        if isinstance(timings, dict):
+            moved = self.verifier.timings.get("move", 0.0) - moved_before
+            self.ledger.seconds["verify"] -= moved
+            self.ledger.seconds["move"] += moved
+        return torch.cat(scores).cpu()
 
 
 def round_level(v) -> float:
