@@ -121,6 +121,37 @@ def search(
         >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")
         >>> result.image.save("best.png")
     """
+    den = make_denoiser(
+        pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
+        height=height, width=width, max_batch=max_batch,
+    )
+    return run_search(
+        den, verifier, strategy=strategy, budget=budget, seed=seed, verify_batch=verify_batch, out=out,
+        progress=progress, stop_at_node=stop_at_node, offload=offload, final_pick=final_pick,
+        tournament_k=tournament_k, model=model_name(pipe), **params,
+    )
+
+
+def run_search(
+    den,
+    verifier: Verifier,
+    *,
+    strategy: str = "sop",
+    budget: int | str | None = None,
+    seed: int = 0,
+    verify_batch: int | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop_at_node: int | None = None,
+    offload: bool = False,
+    final_pick: str = "score",
+    tournament_k: int = 4,
+    model: str | None = None,
+    **params: Any,
+) -> SearchResult:
+    """:func:`search` on a ready denoiser: any object with the :class:`~rd_inference.denoisers.Denoiser`
+    interface (``prompt``, ``schedule``, ``ledger``, ``forwards_per_step``, ``initial_noise``,
+    ``sample_noise``, ``denoise``, ``decode``, ``config``), e.g. one over a ComfyUI model."""
     strat = get_strategy(strategy)
     if final_pick not in ("score", "tournament"):
         raise ValueError(f"final_pick must be 'score' or 'tournament', got {final_pick!r}")
@@ -128,10 +159,7 @@ def search(
         raise ValueError("final_pick='tournament' needs a pairwise verifier with compare() (e.g. YesTokenVerifier)")
     if not callable(verifier):
         raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
-    den = make_denoiser(
-        pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
-        height=height, width=width, max_batch=max_batch,
-    )
+    prompt = den.prompt
     if out is not None:
         check_out_dir(out)
     params = {**strat.defaults, **params}
@@ -171,7 +199,7 @@ def search(
         "budget": budget,
         "planned_nfe": planned,
         "seed": seed,
-        "model": model_name(pipe),
+        "model": model,
         "denoiser": den.config(),
         "schedule": den.schedule.to_dict(),
         "verifier": verifier_spec(verifier),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import ClassVar
 
 import torch
 from diffusers import (
@@ -41,7 +42,7 @@ STATELESS_SCHEDULERS = (
 
 
 class PruneCallback(PipelineCallback):
-    tensor_inputs = ["latents"]
+    tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(self, verifier: Verifier, prompt: str, *, prune_at: list[int], keep: float = 0.5,
                  refresh: float = 0.5, seed: int = 0, guidance_scale: float | None = None,
@@ -64,7 +65,7 @@ class PruneCallback(PipelineCallback):
     def _denoiser_for(self, pipe, latents):
         if not isinstance(pipe.scheduler, STATELESS_SCHEDULERS):
             names = ", ".join(c.__name__ for c in STATELESS_SCHEDULERS)
-            raise ValueError(
+            raise TypeError(
                 f"PruneCallback cannot re-pair the multistep history of {type(pipe.scheduler).__name__}; "
                 f"use one of {names}"
             )

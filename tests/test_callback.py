@@ -42,7 +42,7 @@ def test_without_refresh_copies_stay_identical():
 def test_multistep_scheduler_is_refused_with_advice():
     pipe = tiny_sd(scheduler=DPMSolverMultistepScheduler(beta_schedule="scaled_linear"))
     cb = PruneCallback(BrightnessVerifier(), "two red circles", prune_at=[1])
-    with pytest.raises(ValueError, match="cannot re-pair the multistep history.*use one of DDIMScheduler"):
+    with pytest.raises(TypeError, match="cannot re-pair the multistep history.*use one of DDIMScheduler"):
         _call(pipe, cb, steps=4)
 
 

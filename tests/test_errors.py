@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, HeunDiscreteScheduler
+from diffusers import HeunDiscreteScheduler
 from tiny_pipelines import tiny_sd
 
 from rd_inference import BrightnessVerifier, search

@@ -3,7 +3,12 @@ of t' (mean and variance), for VP, VE and rectified flow, on real scheduler grid
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 
 from rd_inference.renoise import renoise, renoise_flow, renoise_ve, renoise_vp
 from rd_inference.schedule import Schedule

@@ -3,11 +3,11 @@ regeneration, and that search climbs a verifier."""
 
 import numpy as np
 import pytest
-import torch
 from tiny_pipelines import FAMILIES, tiny_sd
 
 import rd_inference as rd
 from rd_inference import BrightnessVerifier, regenerate, search
+from rd_inference.denoisers import make_denoiser
 from rd_inference.strategies.search_over_paths import plan_rounds
 
 PROMPT = "two red circles"
@@ -41,7 +41,8 @@ def test_end_to_end_counts_determinism_and_regenerate(family_pipe, strategy, tmp
     elif strategy == "zo":
         formula = (1 + 2 * 2) * steps * per_step
     else:
-        start, rounds = plan_rounds(result_schedule(result), 0.4, 0.3, 0.5)
+        schedule = make_denoiser(pipe, PROMPT, **SMALL).schedule
+        start, rounds = plan_rounds(schedule, 0.4, 0.3, 0.5)
         formula = per_step * 2 * (start + 2 * sum(j - f for _, f, j in rounds))
     assert result.counts["nfe"] == formula == result.config["planned_nfe"]
     assert sum((n.end - n.start) * per_step for n in result.tree.nodes) == formula
@@ -57,15 +58,6 @@ def test_end_to_end_counts_determinism_and_regenerate(family_pipe, strategy, tmp
     for node_id in {result.node_id, max(result.candidates)}:
         image = regenerate(run, node_id, pipe=pipe, verifier=BrightnessVerifier())
         assert (_pixels(image) == _pixels(result.candidates[node_id])).all()
-
-
-def result_schedule(result):
-    from rd_inference.schedule import Schedule
-    import torch as _t
-
-    s = result.config["schedule"]
-    level = _t.tensor(s["level"], dtype=_t.float64)
-    return Schedule(s["space"], s["prediction"], _t.tensor(s["timesteps"]), level, level, level)
 
 
 @pytest.mark.parametrize("strategy", ["bon", "sop"])
