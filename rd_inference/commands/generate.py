@@ -8,16 +8,21 @@ from pathlib import Path
 
 HELP = "Search for the image a verifier likes best for a prompt; write a run directory."
 
-STRATEGY_FLAGS = {  # flag -> (strategy setting, type)
-    "--n": ("n", int),
-    "--m": ("m", int),
-    "--sigma-start": ("sigma_start", float),
-    "--delta-f": ("delta_f", float),
-    "--delta-b": ("delta_b", float),
-    "--neighbors": ("neighbors", int),
-    "--rounds": ("rounds", int),
-    "--cosine": ("cosine", float),
-}
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def strategy_flags() -> dict[str, tuple[str, type]]:
+    """``--flag`` -> (setting, parser) for every setting of every strategy, derived from their defaults so a
+    new strategy's settings appear on the command line by themselves."""
+    from ..strategies import STRATEGIES
+
+    flags = {}
+    for strategy in STRATEGIES.values():
+        for name, default in strategy.defaults.items():
+            kind = _floats if isinstance(default, tuple) else type(default)
+            flags["--" + name.replace("_", "-")] = (name, kind)
+    return flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-pick", choices=["score", "tournament"], default="score",
                    help="pick the best verifier score, or run a pairwise tournament over the best finished images")
     p.add_argument("--tournament-k", type=int, default=4)
-    p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order)")
+    p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order), "
+                   "beam (beam search with look-ahead), fk (Feynman-Kac particles), prune (staged pruning)")
     p.add_argument("--budget", default=None, help="denoiser forwards (e.g. 400) or a multiple of one sample (e.g. 4x)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory to create (default: runs/<prompt>-<strategy>-s<seed>)")
@@ -45,8 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="paths per denoiser forward")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    for flag, (name, typ) in STRATEGY_FLAGS.items():
-        p.add_argument(flag, dest=name, type=typ, default=None, help=f"strategy setting {name}")
+    group = p.add_argument_group("strategy settings (each strategy reads its own; see the README)")
+    for flag, (name, typ) in strategy_flags().items():
+        group.add_argument(flag, dest=name, type=typ, default=None)
 
 
 def slug(text: str) -> str:
@@ -73,7 +80,14 @@ def run(args: argparse.Namespace) -> int:
     prompt = args.prompt or args.prompt_arg
     if not prompt or not prompt.strip():
         raise ValueError("no prompt: pass it as the first argument or with --prompt")
-    params = {name: getattr(args, name) for name, _ in STRATEGY_FLAGS.values() if getattr(args, name) is not None}
+    from ..strategies import get_strategy
+
+    accepted = get_strategy(args.strategy).defaults
+    given = {name for name, _ in strategy_flags().values() if getattr(args, name) is not None}
+    if given - set(accepted):
+        raise ValueError(f"strategy {args.strategy!r} does not take {sorted(given - set(accepted))}; "
+                         f"its settings are {sorted(accepted)}")
+    params = {name: getattr(args, name) for name in given}
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None

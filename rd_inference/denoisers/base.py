@@ -151,6 +151,36 @@ class Denoiser:
         return x_end, x0
 
     @torch.inference_mode()
+    def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
+        """One guided forward at grid point ``i`` for a batch: the x0-prediction (chunked, counted).
+
+        Strategies that step with their own transition (beam search, particle resampling) use this
+        instead of the pipeline's scheduler step."""
+        if not 0 <= i < self.schedule.num_steps:
+            raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
+        x0s = []
+        for lo in range(0, x.shape[0], self.max_batch):
+            chunk = x[lo : lo + self.max_batch]
+            sched = copy.deepcopy(self.scheduler)
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(i)
+            t = sched.timesteps[i]
+            with self.ledger.phase("denoise"):
+                xin = sched.scale_model_input(chunk, t) if hasattr(sched, "scale_model_input") else chunk
+                out = self.forward(xin, t)
+                x0s.append(self.schedule.x0_from_output(chunk.float(), out.float(), i).to(chunk.dtype))
+            self.ledger.nfe += chunk.shape[0] * self.forwards_per_step
+            if on_step is not None:
+                on_step(chunk.shape[0] * self.forwards_per_step)
+        x0 = torch.cat(x0s)
+        if not torch.isfinite(x0).all():
+            raise FloatingPointError(
+                f"non-finite prediction at step {i}: the model produced NaN/inf. "
+                "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
+            )
+        return x0
+
+    @torch.inference_mode()
     def _denoise_chunk(self, x, start, end, generators, on_step):
         sched = copy.deepcopy(self.scheduler)
         if hasattr(sched, "set_begin_index"):

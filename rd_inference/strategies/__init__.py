@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import best_of_n, search_over_paths, zero_order
+from . import beam, best_of_n, particles, prune, search_over_paths, zero_order
 from .context import NodeReached, SearchContext
 
 
@@ -47,8 +47,12 @@ STRATEGIES: dict[str, Strategy] = {
     "bon": Strategy("bon", best_of_n.best_of_n, best_of_n),
     "sop": Strategy("sop", search_over_paths.search_over_paths, search_over_paths),
     "zo": Strategy("zo", zero_order.zero_order, zero_order),
+    "beam": Strategy("beam", beam.beam, beam),
+    "fk": Strategy("fk", particles.feynman_kac, particles),
+    "prune": Strategy("prune", prune.prune, prune),
 }
-ALIASES = {"best_of_n": "bon", "search_over_paths": "sop", "zero_order": "zo"}
+ALIASES = {"best_of_n": "bon", "search_over_paths": "sop", "zero_order": "zo", "dlbs": "beam",
+           "feynman_kac": "fk"}
 
 
 def get_strategy(name: str) -> Strategy:

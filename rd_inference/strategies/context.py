@@ -9,6 +9,7 @@ import torch
 
 from ..denoisers import Denoiser
 from ..images import to_pil
+from ..posterior import posterior_step
 from ..renoise import renoise
 from ..tree import Node, SearchTree
 from ..verifiers import Verifier
@@ -94,6 +95,46 @@ class SearchContext:
                     raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
         return x_end, x0
 
+    def predict(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """The x0-prediction of a batch at grid point ``i`` (one guided forward per path)."""
+        return self.denoiser.predict_x0(x, i, on_step=self.on_step)
+
+    def walk(self, x: torch.Tensor, nodes: Sequence[Node], gens, eta: float,
+             x0_first: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`denoise`, but stepping with the stochastic posterior transition (``eta``), each
+        node's noise from its own generator. ``x0_first``: the prediction at the first grid point when the
+        caller already has it (children that share a parent's model call)."""
+        start, end = nodes[0].start, nodes[0].end
+        x0 = x0_first
+        for i in range(start, end):
+            if i > start or x0 is None:
+                x0 = self.predict(x, i)
+            last = i + 1 == self.schedule.num_steps  # the step to the clean end adds no noise
+            noise = self.denoiser.sample_noise(gens, x.shape) if eta > 0 and not last else None
+            x = posterior_step(self.schedule, x, x0, i, i + 1, noise, eta)
+        if end == self.schedule.num_steps:
+            x0 = x
+        self.ledger.paths += x.shape[0]
+        if self.stop_at_node is not None:
+            for k, node in enumerate(nodes):
+                if node.id == self.stop_at_node:
+                    raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
+        return x, x0
+
+    def lookahead(self, x: torch.Tensor, i: int, evals: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cheap deterministic estimate of where ``x`` (at grid point ``i``) ends up: ``evals`` model calls
+        on an evenly thinned grid from ``i`` to clean (eta=0 transitions). Returns (the estimate, the
+        prediction of the first call, at ``i``, which a caller continuing from ``x`` can reuse)."""
+        n = self.schedule.num_steps
+        points = lookahead_points(i, n, evals)
+        first = x0 = None
+        for a, b in zip(points, [*points[1:], n]):
+            x0 = self.predict(x, a)
+            first = x0 if first is None else first
+            if b < n:
+                x = posterior_step(self.schedule, x, x0, a, b, None, eta=0.0)
+        return x0, first
+
     def verify(self, x0: torch.Tensor, nodes: Sequence[Node]) -> torch.Tensor:
         """Decode the clean predictions and score them; scores are written onto the nodes."""
         images = self.denoiser.decode(x0)
@@ -132,6 +173,11 @@ class SearchContext:
             self.ledger.seconds["verify"] -= moved
             self.ledger.seconds["move"] += moved
         return torch.cat(scores).cpu()
+
+
+def lookahead_points(i: int, n: int, evals: int) -> list[int]:
+    """Grid points of an ``evals``-call look-ahead from ``i`` to ``n`` (fewer near the end of the grid)."""
+    return sorted({min(i + (k * (n - i)) // evals, n - 1) for k in range(evals)})
 
 
 def round_level(v) -> float:
