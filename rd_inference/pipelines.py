@@ -46,5 +46,18 @@ def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.d
     return pipe
 
 
+def model_defaults(folder: str | os.PathLike | None) -> dict:
+    """Recommended settings a model folder may ship in ``rd_inference_defaults.json``: ``steps``,
+    ``guidance_scale``, ``height``, ``width`` and per-strategy ``strategies: {name: {setting: value}}``."""
+    if folder is None or not looks_local(str(folder)):
+        return {}
+    path = Path(folder) / "rd_inference_defaults.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    return json.loads(path.read_text())
+
+
 def model_name(pipe) -> str | None:
     return getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")

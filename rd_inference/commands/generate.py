@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..api import search
-    from ..pipelines import load_pipeline
+    from ..pipelines import default_model_path, load_pipeline, model_defaults
     from ..verifier_loading import load_verifier
 
     prompt = args.prompt or args.prompt_arg
@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if given - set(accepted):
         raise ValueError(f"strategy {args.strategy!r} does not take {sorted(given - set(accepted))}; "
                          f"its settings are {sorted(accepted)}")
-    params = {name: getattr(args, name) for name in given}
+    # A model folder may ship recommended settings (the embedded toy model does); flags override them.
+    defaults = model_defaults(args.model if args.model else default_model_path())
+    params = {**defaults.get("strategies", {}).get(get_strategy(args.strategy).name, {}),
+              **{name: getattr(args, name) for name in given}}
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -104,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = search(
             pipe, prompt, verifier=verifier, strategy=args.strategy, budget=args.budget, seed=args.seed,
-            steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
-            height=args.height, width=args.width, max_batch=args.max_batch, out=out, progress=progress,
+            steps=args.steps or defaults.get("steps"),
+            guidance_scale=args.guidance if args.guidance is not None else defaults.get("guidance_scale"),
+            negative_prompt=args.negative_prompt, height=args.height or defaults.get("height"),
+            width=args.width or defaults.get("width"), max_batch=args.max_batch, out=out, progress=progress,
             offload=args.offload, final_pick=args.final_pick, tournament_k=args.tournament_k, **params,
         )
     finally:

@@ -1,0 +1,166 @@
+"""The toy-world quality benchmark: oracle accuracy of each strategy at matched denoiser-NFE budgets.
+
+Every cell runs one search per (prompt, seed) of an evaluation prompt set that shares no prompt with the
+training or tuning sets, and reports the oracle's verdict on the chosen image (a 95% Wilson interval over
+prompts x seeds), the mean verifier score, wall time, and the reward-hacking rate: how often the
+verifier's pick scores high (>= ``hack_threshold``) yet fails the oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .api import search
+
+# method -> (strategy, fixed settings); "one" is a single sample, run at budget 1x only.
+METHODS: dict[str, tuple[str, dict]] = {
+    "one": ("bon", {"n": 1}),
+    "bon": ("bon", {}),
+    "sop": ("sop", {}),
+    "zo": ("zo", {}),
+    "beam": ("beam", {}),
+    "fk": ("fk", {}),
+    "prune": ("prune", {}),
+}
+
+
+@dataclass
+class Cell:
+    method: str
+    budget: int  # multiple of one sample's denoiser forwards
+    n: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_score: float
+    mean_nfe: float
+    seconds_per_item: float
+    hack_rate: float  # share of picks with score >= threshold that fail the oracle
+    high_score_picks: int
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def check_disjoint(eval_prompts: Sequence[str], seen: Sequence[str]) -> None:
+    """Refuse an evaluation set that shares a prompt with training or tuning data."""
+    from .toyworld.prompts import normalise
+
+    overlap = sorted({normalise(p) for p in eval_prompts} & {normalise(p) for p in seen})
+    if overlap:
+        shown = ", ".join(repr(p) for p in overlap[:5])
+        raise ValueError(
+            f"{len(overlap)} evaluation prompt(s) also appear in the training or tuning sets ({shown}); "
+            "evaluate on prompts the models and the tuning never saw (rd_inference.toyworld.prompts.prompts('eval'))"
+        )
+
+
+def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], seeds: Sequence[int], *,
+             steps: int, guidance: float, hack_threshold: float = 0.5,
+             settings: dict | None = None) -> Cell | None:
+    """One (method, budget) cell; None when the strategy cannot fit the budget."""
+    from .toyworld.oracle import check
+
+    strategy, fixed = METHODS[method]
+    params = {**fixed, **(settings or {}).get(method, {})}
+    oks, scores, nfes, seconds, high, hacked = [], [], [], [], 0, 0
+    for prompt in prompts:
+        for seed in seeds:
+            try:
+                result = search(pipe, prompt, verifier=verifier, strategy=strategy,
+                                budget=None if method == "one" else f"{budget}x", seed=seed, steps=steps,
+                                guidance_scale=guidance, **params)
+            except ValueError as exc:
+                if "too small" in str(exc):
+                    return None
+                raise
+            ok = check(result.image, prompt).ok
+            oks.append(ok)
+            scores.append(result.score)
+            nfes.append(result.counts["nfe"])
+            seconds.append(result.counts["seconds"]["total"])
+            if result.score >= hack_threshold:
+                high += 1
+                hacked += not ok
+    low, up = wilson(sum(oks), len(oks))
+    return Cell(method, budget, len(oks), sum(oks) / len(oks), low, up, sum(scores) / len(scores),
+                sum(nfes) / len(nfes), sum(seconds) / len(seconds), hacked / high if high else 0.0, high)
+
+
+def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: Sequence[str],
+              budgets: Sequence[int], steps: int, guidance: float, settings: dict | None = None,
+              log: Callable[[str], None] = print) -> list[Cell]:
+    cells = []
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        for budget in [1] if method == "one" else [b for b in budgets if b > 1]:
+            t0 = time.perf_counter()
+            cell = run_cell(pipe, verifier, method, budget, prompts, seeds, steps=steps, guidance=guidance,
+                            settings=settings)
+            if cell is None:
+                log(f"{method:>6} {budget:>3}x  does not fit this budget")
+                continue
+            cells.append(cell)
+            log(f"{method:>6} {budget:>3}x  accuracy {cell.accuracy:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]  "
+                f"score {cell.mean_score:.3f}  hack {cell.hack_rate:.3f}  ({time.perf_counter() - t0:.0f} s)")
+    return cells
+
+
+def markdown_table(cells: Sequence[Cell]) -> str:
+    lines = [
+        ("| method | budget (x one sample) | oracle accuracy [95% CI] | mean verifier score | reward-hacking rate "
+        "| s / prompt |"),
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {c.method} | {c.budget}x | {c.accuracy:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] | {c.mean_score:.3f} "
+            f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: Sequence[Cell], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    one = [c for c in cells if c.method == "one"]
+    for method in dict.fromkeys(c.method for c in cells if c.method != "one"):
+        mine = sorted((c for c in cells if c.method == method), key=lambda c: c.budget)
+        line = one + mine
+        ax.errorbar([c.budget for c in line], [c.accuracy for c in line],
+                    yerr=[[c.accuracy - c.ci_low for c in line], [c.ci_high - c.accuracy for c in line]],
+                    marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("denoiser forwards (multiples of one sample)")
+    ax.set_ylabel("oracle accuracy")
+    ax.set_title("Toy world: accuracy vs compute")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(cells: Sequence[Cell], out: Path, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=2))
+    (out / "table.md").write_text(markdown_table(cells))
+    plot(cells, out / "accuracy_vs_nfe.png")
