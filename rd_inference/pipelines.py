@@ -8,9 +8,12 @@ from pathlib import Path
 import torch
 
 
+EMBEDDED_PIPELINE = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
+
+
 def default_model_path() -> Path:
     """The embedded toy-world pipeline shipped inside the package."""
-    path = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
+    path = EMBEDDED_PIPELINE
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
             f"no embedded default model at {path}; pass --model with a diffusers folder or hub id"

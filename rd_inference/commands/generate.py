@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..api import search
-    from ..pipelines import load_pipeline, model_defaults
+    from ..pipelines import EMBEDDED_PIPELINE, load_pipeline, model_defaults
     from ..verifier_loading import load_verifier
 
     prompt = args.prompt or args.prompt_arg
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"strategy {args.strategy!r} does not take {sorted(given - set(accepted))}; "
                          f"its settings are {sorted(accepted)}")
     # A model folder may ship recommended settings (the embedded toy model does); flags override them.
-    embedded = Path(__file__).parents[1] / "toyworld" / "weights" / "pipeline"
-    defaults = model_defaults(args.model or embedded)
+    defaults = model_defaults(args.model or EMBEDDED_PIPELINE)
     params = {**defaults.get("strategies", {}).get(get_strategy(args.strategy).name, {}),
               **{name: getattr(args, name) for name in given}}
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
