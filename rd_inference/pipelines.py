@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-
 EMBEDDED_PIPELINE = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
 
 
