@@ -48,13 +48,14 @@ def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple
 
 
 def gallery_items(result) -> list[tuple[Image.Image, str]]:
-    """Every verified candidate, best first, captioned with score, round and node id."""
+    """Every verified candidate, best first, captioned "score · r<round> · n<node id>"."""
     nodes = sorted((n for n in result.tree.nodes if n.score is not None), key=lambda n: -n.score)
     items = []
     for node in nodes:
-        mark = " · chosen" if node.id == result.node_id else (" · kept" if node.kept else "")
+        # Short enough to fit under a thumbnail; the gallery's label spells the fields out.
+        mark = " ★" if node.id == result.node_id else (" kept" if node.kept else "")
         items.append((_display(result.candidates[node.id]),
-                      f"score {node.score:.3f} · round {node.round} · node {node.id}{mark}"))
+                      f"{node.score:.3f} · r{node.round} · n{node.id}{mark}"))
     return items
 
 
@@ -100,7 +101,8 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         search_figure(result.tree.plot_data(result.node_id), title), summary_markdown(result, label)]
 
     def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
-                 delta_b, steps, guidance, model, verifier_spec, quantization, progress=gr.Progress()):
+                 delta_b, steps, guidance, model, verifier_spec, quantization,
+                 progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress tracker by this default)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
@@ -177,12 +179,11 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
         notice = backend.notice()
         if notice:
             gr.Markdown(notice, elem_id="notice")
-        with gr.Accordion("Models", open=bool(notice)):
-            with gr.Row():
-                model = gr.Textbox(d["model"], label="Model: diffusers folder or hub id (empty = embedded toy model)")
-                verifier_spec = gr.Textbox(d["verifier"], label="Verifier: VLM folder or hub id, or brightness / "
-                                           "color:R,G,B (empty = embedded toy VLM)")
-                quantization = gr.Radio(QUANTIZATIONS, value=d["quantization"], label="VLM quantization")
+        with gr.Accordion("Models", open=bool(notice)), gr.Row():
+            model = gr.Textbox(d["model"], label="Model: diffusers folder or hub id (empty = embedded toy model)")
+            verifier_spec = gr.Textbox(d["verifier"], label="Verifier: VLM folder or hub id, or brightness / "
+                                       "color:R,G,B (empty = embedded toy VLM)")
+            quantization = gr.Radio(QUANTIZATIONS, value=d["quantization"], label="VLM quantization")
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -216,13 +217,13 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         with gr.Column(visible=False) as column_b:
                             image_b = gr.Image(label="Chosen image (second strategy)", type="pil")
                             summary_b = gr.Markdown()
-                    gallery_a = gr.Gallery(label="Verified candidates (best first)", columns=6, height="auto",
+                    gallery_a = gr.Gallery(label="Verified candidates, best first: score · r round · n node (★ chosen)", columns=4,
+                                           height=320,
                                            elem_id="gallery")
-                    plot_a = gr.Plot(label="The search: score per node per round", elem_id="plot")
+                    plot_a = gr.Plot(label="The search", show_label=False, elem_id="plot")
                     with gr.Column(visible=False) as column_b2:
-                        gallery_b = gr.Gallery(label="Verified candidates (second strategy)", columns=6,
-                                               height="auto")
-                        plot_b = gr.Plot(label="The search (second strategy)")
+                        gallery_b = gr.Gallery(label="Verified candidates (second strategy)", columns=4, height=320)
+                        plot_b = gr.Plot(label="The search (second strategy)", show_label=False)
                     why = gr.Button("Why did it win? (verifier's rationale)")
                     rationale = gr.Markdown()
             state = gr.State(None)
@@ -247,7 +248,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                     score_run = gr.Button("Score", variant="primary")
                 with gr.Column():
                     table = gr.Dataframe(label="Scores (yes-token probability per criterion)", interactive=False)
-                    ranked = gr.Gallery(label="Ranking", columns=4, height="auto")
+                    ranked = gr.Gallery(label="Ranking", columns=4, height=320)
                     tourney = gr.Markdown()
             score_run.click(score, [files, score_prompt, score_criteria, pairwise, top_k, verifier_spec,
                                     quantization], [table, ranked, tourney], api_name="score",
