@@ -35,13 +35,17 @@ class Backend:
         self._verifier: tuple[Any, Any] | None = None
 
     def _default_model(self, spec: str | None):
-        from rd_inference.pipelines import load_pipeline
+        from rd_inference.pipelines import default_model_path, load_pipeline
 
+        if spec is None:
+            _embedded(default_model_path, "Model", "a diffusers folder or hub id")
         return load_pipeline(spec, device=self.device)
 
     def _default_verifier(self, spec: str | None, quantization: str | None, criteria: str | None):
-        from rd_inference.verifier_loading import load_verifier
+        from rd_inference.verifier_loading import default_verifier_path, load_verifier
 
+        if spec is None:
+            _embedded(default_verifier_path, "Verifier", "a VLM folder or hub id, or brightness")
         return load_verifier(spec, device=self.device, quantization=quantization, criteria=criteria)
 
     def model(self, spec: str | None):
@@ -73,6 +77,15 @@ class Backend:
             except FileNotFoundError:
                 missing.append(f"the embedded toy {what} is not installed: fill in the **{field}** field")
         return ("⚠️ " + "; ".join(missing) + " (under *Models*).") if missing else None
+
+
+def _embedded(probe: Callable[[], Any], field: str, what: str) -> None:
+    """Say which page field to fill when an empty field stands for an embedded model that is missing."""
+    try:
+        probe()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the embedded toy {field.lower()} is not installed: fill in the {field} field "
+                                f"(Models) with {what}") from None
 
 
 @contextmanager

@@ -163,9 +163,14 @@ def test_missing_embedded_models_are_announced(monkeypatch):
 
     monkeypatch.setattr(rd_inference.pipelines, "default_model_path", missing)
     monkeypatch.setattr(rd_inference.verifier_loading, "default_verifier_path", missing)
-    notice = Backend(device="cpu").notice()
+    backend = Backend(device="cpu")
+    notice = backend.notice()
     assert "embedded toy model is not installed" in notice and "**Model** field" in notice
     assert "**Verifier** field" in notice
+    with pytest.raises(FileNotFoundError, match="fill in the Model field"):
+        backend.model("")
+    with pytest.raises(FileNotFoundError, match="fill in the Verifier field"):
+        backend.verifier(None)
 
 
 def test_core_never_imports_gradio_at_import_time():
