@@ -15,6 +15,7 @@ COMMANDS = {
     "regenerate": "rd_inference.commands.regenerate",
     "score": "rd_inference.commands.score",
     "bench": "rd_inference.commands.bench",
+    "demo": "rd_inference.commands.demo",
 }
 
 

@@ -53,3 +53,40 @@ class SearchTree:
 
     def to_jsonl(self) -> str:
         return "".join(n.to_json() + "\n" for n in self.nodes)
+
+    def plot_data(self, chosen: int | None = None) -> dict[str, list[dict]]:
+        """What a picture of the search needs: one point per verified node and the edges between them.
+
+        Points: ``id``, ``round``, ``score``, ``kind`` and ``status``, one of "chosen", "lineage" (an
+        ancestor of ``chosen``), "kept" (survived its round's pruning), "pruned". Edges join a verified
+        node to its nearest verified ancestor (Search over Paths does not verify its initial paths), with
+        ``status`` "lineage" on the chosen node's path, "kept" into a survivor, else "pruned".
+
+        Example:
+            >>> data = result.tree.plot_data(result.node_id)
+            >>> [(p["round"], p["score"]) for p in data["points"] if p["status"] == "pruned"]
+        """
+        on_path = {n.id for n in self.lineage(chosen)} if chosen is not None else set()
+
+        def status(node: Node) -> str:
+            if node.id == chosen:
+                return "chosen"
+            if node.id in on_path:
+                return "lineage"
+            return "kept" if node.kept else "pruned"
+
+        points, edges = [], []
+        for node in self.nodes:
+            if node.score is None:
+                continue
+            points.append({"id": node.id, "round": node.round, "score": node.score, "kind": node.kind,
+                           "status": status(node)})
+            parent = self.nodes[node.parent] if node.parent is not None else None
+            while parent is not None and parent.score is None:
+                parent = self.nodes[parent.parent] if parent.parent is not None else None
+            if parent is not None:
+                s = status(node)
+                edges.append({"parent": parent.id, "child": node.id, "x": (parent.round, node.round),
+                              "y": (parent.score, node.score),
+                              "status": "lineage" if s in ("chosen", "lineage") else s})
+        return {"points": points, "edges": edges}

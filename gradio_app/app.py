@@ -1,0 +1,278 @@
+"""The page: a Generate tab (search, compare two strategies, see the tree) and a Score tab (rank your own
+images). Every handler calls :mod:`rd_inference`; no search logic lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from rd_inference import search
+from rd_inference.criteria import builtin_criteria
+from rd_inference.pairwise import tournament
+
+from .backend import Backend, readable_errors
+from .plot import search_figure
+
+STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
+              ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune")]
+STRATEGY_NAMES = {value: label for label, value in STRATEGIES}
+QUANTIZATIONS = ["none", "8bit", "4bit"]
+
+# Field defaults; build_demo(defaults=...) overrides them (tests use few steps).
+DEFAULTS: dict[str, Any] = {
+    "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "4x", "seed": 0,
+    "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "steps": None, "guidance": None,
+    "model": "", "verifier": "", "quantization": "none",
+}
+DISPLAY_SIZE = 256  # tiny toy images are upscaled (nearest) so the page shows pixels, not blur
+
+
+def _display(image: Image.Image) -> Image.Image:
+    factor = DISPLAY_SIZE // max(image.size)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+
+
+def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple[str, dict]:
+    """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
+    if strategy == "one":
+        return "bon", {"n": 1}
+    if strategy == "bon":
+        return "bon", {"n": int(n)}
+    if strategy == "sop":
+        return "sop", {"n": int(n), "m": int(m), "sigma_start": float(sigma_start), "delta_f": float(delta_f),
+                       "delta_b": float(delta_b)}
+    if strategy == "zo":
+        return "zo", {"neighbors": int(n), "rounds": int(m)}
+    if strategy == "beam":
+        return "beam", {"beams": int(n), "children": int(m)}
+    if strategy == "fk":
+        return "fk", {"particles": int(n)}
+    if strategy == "prune":
+        return "prune", {"n": int(n)}
+    raise gr.Error(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGY_NAMES.values())}")
+
+
+def gallery_items(result) -> list[tuple[Image.Image, str]]:
+    """Every verified candidate, best first, captioned "score · r<round> · n<node id>"."""
+    nodes = sorted((n for n in result.tree.nodes if n.score is not None), key=lambda n: -n.score)
+    items = []
+    for node in nodes:
+        # Short enough to fit under a thumbnail; the gallery's label spells the fields out.
+        mark = " ★" if node.id == result.node_id else (" kept" if node.kept else "")
+        items.append((_display(result.candidates[node.id]),
+                      f"{node.score:.3f} · r{node.round} · n{node.id}{mark}"))
+    return items
+
+
+def summary_markdown(result, label: str) -> str:
+    c, cfg = result.counts, result.config
+    sec = c["seconds"]
+    params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
+    phases = " · ".join(f"{k} {sec[k]:.2f}" for k in ("encode", "denoise", "decode", "verify", "move") if k in sec)
+    return (
+        f"**{label}** ({params}) — chosen node {result.node_id}, score **{result.score:.4f}**\n\n"
+        "| denoiser forwards | planned | decodes | images verified | verifier calls | paths |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {c['nfe']} | {cfg['planned_nfe']} | {c['decodes']} | {c['verifier_images']} | "
+        f"{c['verifier_batches']} | {c['paths']} |\n\n"
+        f"seconds: {phases} · **total {sec['total']:.2f}**"
+    )
+
+
+def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | None = None,
+               max_queue: int = 8) -> gr.Blocks:
+    """The Blocks app, queued: one device job at a time (generate, score, rationale share the device), at
+    most ``max_queue`` waiting; a full queue answers "Queue is full" in the page."""
+    backend = backend or Backend()
+    d = {**DEFAULTS, **(defaults or {})}
+    criteria_names = list(builtin_criteria())
+
+    def run_one(pipe, verifier, prompt, strategy, budget, seed, steps, guidance, params, progress, part):
+        name, kw = strategy_params(strategy, *params)
+        first, span = part
+
+        def on_step(done: int, total: int) -> None:
+            label = f"{STRATEGY_NAMES[strategy]}: " if span < 1 else ""
+            progress(first + span * done / total, desc=f"{label}denoiser forwards {done}/{total}")
+
+        result = search(
+            pipe, prompt, verifier=verifier, strategy=name, budget=None if strategy == "one" else budget,
+            seed=int(seed), steps=int(steps) if steps else None,
+            guidance_scale=None if guidance is None else float(guidance), progress=on_step, **kw,
+        )
+        label = STRATEGY_NAMES[strategy]
+        title = f"{label}: score per node per round"
+        return result, [_display(result.image), gallery_items(result),
+                        search_figure(result.tree.plot_data(result.node_id), title), summary_markdown(result, label)]
+
+    def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
+                 delta_b, steps, guidance, model, verifier_spec, quantization,
+                 progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress tracker by this default)
+        if not prompt or not prompt.strip():
+            raise gr.Error("Enter a prompt first.", print_exception=False)
+        budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
+        params = (n, m, sigma_start, delta_f, delta_b)
+        with readable_errors("Generate"):
+            progress(0.0, desc="loading models")
+            pipe = backend.model(model)
+            verifier = backend.verifier(verifier_spec, quantization, criteria)
+            parts = [(strategy, (0.0, 0.5 if compare else 1.0))]
+            if compare:
+                parts.append((strategy_b, (0.5, 0.5)))
+            outputs, first = [], None
+            for strat, part in parts:
+                result, out = run_one(pipe, verifier, prompt.strip(), strat, budget, seed, steps, guidance, params,
+                                      progress, part)
+                first = first or result
+                outputs += out
+        outputs += [None] * (8 - len(outputs))
+        state = {"image": first.image, "prompt": prompt.strip(), "node": first.node_id}
+        return [*outputs, state]
+
+    def explain(state, criteria, verifier_spec, quantization):
+        if not state:
+            raise gr.Error("Generate an image first; then ask why it won.", print_exception=False)
+        with readable_errors("Rationale"):
+            verifier = backend.verifier(verifier_spec, quantization, criteria)
+            if not callable(getattr(verifier, "rationale", None)):
+                return (f"This verifier ({type(verifier).__name__}) scores without words; a VLM verifier "
+                        "(Models → Verifier) can explain its answer.")
+            text = verifier.rationale(state["image"], state["prompt"])
+        return f"**Node {state['node']}**: {text}"
+
+    def score(files, prompt, criteria, pairwise, top_k, verifier_spec, quantization):
+        if not files:
+            raise gr.Error("Upload at least one image.", print_exception=False)
+        if not prompt or not prompt.strip():
+            raise gr.Error("Enter the prompt the images were made for.", print_exception=False)
+        with readable_errors("Score"):
+            names = [str(f) for f in files]
+            images = []
+            for path in names:
+                with Image.open(path) as im:
+                    images.append(im.convert("RGB"))
+            crit = ",".join(criteria) if criteria else None
+            verifier = backend.verifier(verifier_spec, quantization, crit)
+            if callable(getattr(verifier, "score", None)):  # a yes-token VLM: one column per criterion
+                s = verifier.score(images, prompt.strip())
+                probs = s.conditional if s.probability == "conditional" else s.full
+                columns = [c.name for c in s.criteria]
+                reward, per = s.reward, probs.tolist()
+            else:
+                reward = verifier(images, prompt.strip())
+                columns, per = [], [[] for _ in images]
+            order = sorted(range(len(images)), key=lambda i: -float(reward[i]))
+            rows = [[rank, _basename(names[i]), round(float(reward[i]), 4), *(round(v, 4) for v in per[i])]
+                    for rank, i in enumerate(order, start=1)]
+            table = {"headers": ["rank", "image", "score", *columns], "data": rows}
+            ranked = [(_display(images[i]), f"#{r} · {float(reward[i]):.3f} · {_basename(names[i])}")
+                      for r, i in enumerate(order, start=1)]
+            text = ""
+            if pairwise:
+                if not callable(getattr(verifier, "compare", None)):
+                    raise gr.Error("The pairwise tournament needs a VLM verifier (Models → Verifier).",
+                                   print_exception=False)
+                res = tournament(verifier, images, prompt.strip(), top_k=int(top_k) if top_k else None,
+                                 scores=reward)
+                text = (f"**Tournament winner: {_basename(names[res.winner])}**\n\n```\n{res.table()}\n```\n"
+                        "Rows and columns are indices in upload order; cells are P(row beats column).")
+        return table, ranked, text
+
+    with gr.Blocks(title="rd_inference: test-time scaling", analytics_enabled=False) as demo:
+        gr.Markdown("# Test-time scaling for diffusion models\nSpend more inference compute to find the image "
+                    "a verifier likes best, and see how the search got there.")
+        notice = backend.notice()
+        if notice:
+            gr.Markdown(notice, elem_id="notice")
+        with gr.Accordion("Models", open=bool(notice)), gr.Row():
+            model = gr.Textbox(d["model"], label="Model: diffusers folder or hub id (empty = embedded toy model)")
+            verifier_spec = gr.Textbox(d["verifier"], label="Verifier: VLM folder or hub id, or brightness / "
+                                       "color:R,G,B (empty = embedded toy VLM)")
+            quantization = gr.Radio(QUANTIZATIONS, value=d["quantization"], label="VLM quantization")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    prompt = gr.Textbox(d["prompt"], label="Prompt", placeholder="two red circles", elem_id="prompt")
+                    criteria = gr.Dropdown(criteria_names, value=d["criteria"], allow_custom_value=True,
+                                           label="Criteria template (a name, name:weight list, or a .json file)")
+                    strategy = gr.Dropdown(STRATEGIES, value=d["strategy"], label="Strategy")
+                    with gr.Row():
+                        budget = gr.Textbox(d["budget"], label="Budget: denoiser forwards (400) or samples' worth "
+                                            "(4x); empty = N/M below")
+                        seed = gr.Number(d["seed"], precision=0, label="Seed")
+                    with gr.Row():
+                        compare = gr.Checkbox(False, label="Compare with a second strategy at the same budget")
+                        strategy_b = gr.Dropdown(STRATEGIES, value=d["strategy_b"], label="Second strategy",
+                                                 visible=False)
+                    with gr.Accordion("Advanced", open=False):
+                        n = gr.Number(d["n"], precision=0, label="N: paths kept (SoP), samples (BoN), "
+                                      "neighbours per round (zero-order), beams, particles (FK), "
+                                      "starting paths (pruning)")
+                        m = gr.Number(d["m"], precision=0, label="M: branches per path (SoP), rounds (zero-order), "
+                                      "children per beam")
+                        sigma_start = gr.Slider(0.0, 1.0, d["sigma_start"], step=0.01, label="σ_start (SoP)")
+                        delta_f = gr.Slider(0.01, 1.0, d["delta_f"], step=0.01, label="Δf: re-noise forward (SoP)")
+                        delta_b = gr.Slider(0.01, 1.0, d["delta_b"], step=0.01, label="Δb: denoise back (SoP)")
+                        steps = gr.Number(d["steps"], precision=0, label="Steps (empty = model default)")
+                        guidance = gr.Number(d["guidance"], label="Guidance scale (empty = model default)")
+                    run = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        with gr.Column():
+                            image_a = gr.Image(label="Chosen image", type="pil", elem_id="chosen")
+                            summary_a = gr.Markdown(elem_id="summary")
+                        with gr.Column(visible=False) as column_b:
+                            image_b = gr.Image(label="Chosen image (second strategy)", type="pil")
+                            summary_b = gr.Markdown()
+                    gallery_a = gr.Gallery(label="Verified candidates, best first: score · r round · n node (★ chosen)", columns=4,
+                                           height=320,
+                                           elem_id="gallery")
+                    plot_a = gr.Plot(label="The search", show_label=False, elem_id="plot")
+                    with gr.Column(visible=False) as column_b2:
+                        gallery_b = gr.Gallery(label="Verified candidates (second strategy)", columns=4, height=320)
+                        plot_b = gr.Plot(label="The search (second strategy)", show_label=False)
+                    why = gr.Button("Why did it win? (verifier's rationale)")
+                    rationale = gr.Markdown()
+            state = gr.State(None)
+            compare.change(lambda on: [gr.update(visible=on)] * 3, compare, [strategy_b, column_b, column_b2],
+                           queue=False, api_visibility="private")
+            run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start,
+                                 delta_f, delta_b, steps, guidance, model, verifier_spec, quantization],
+                      [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
+                      api_name="generate", concurrency_id="device", concurrency_limit=1)
+            why.click(explain, [state, criteria, verifier_spec, quantization], rationale, api_name="rationale",
+                      concurrency_id="device", concurrency_limit=1)
+        with gr.Tab("Score"):
+            with gr.Row():
+                with gr.Column():
+                    files = gr.File(file_count="multiple", file_types=["image"], label="Images")
+                    score_prompt = gr.Textbox(label="Prompt the images were made for")
+                    score_criteria = gr.Dropdown(criteria_names, value=["alignment"], multiselect=True,
+                                                 allow_custom_value=True, label="Criteria (one column each)")
+                    with gr.Row():
+                        pairwise = gr.Checkbox(False, label="Pairwise tournament")
+                        top_k = gr.Number(4, precision=0, label="Tournament: top k")
+                    score_run = gr.Button("Score", variant="primary")
+                with gr.Column():
+                    table = gr.Dataframe(label="Scores (yes-token probability per criterion)", interactive=False)
+                    ranked = gr.Gallery(label="Ranking", columns=4, height=320)
+                    tourney = gr.Markdown()
+            score_run.click(score, [files, score_prompt, score_criteria, pairwise, top_k, verifier_spec,
+                                    quantization], [table, ranked, tourney], api_name="score",
+                            concurrency_id="device", concurrency_limit=1)
+        gr.Markdown(f"One job runs at a time on this device; up to {max_queue} wait in line (beyond that the "
+                    "page says the queue is full: try again in a moment).")
+    demo.queue(max_size=max_queue, default_concurrency_limit=1)
+    return demo
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs):
+    """Serve on ``host`` (loopback unless you choose otherwise); never a public share link."""
+    return demo.launch(server_name=host, server_port=port, share=False, theme=gr.themes.Soft(),
+                       footer_links=["api"], **kwargs)

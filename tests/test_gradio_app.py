@@ -1,0 +1,212 @@
+"""The Gradio demo served on a loopback port, driven by gradio_client and by a real browser (Debian's
+chromium through playwright). A tiny SD pipeline and the brightness verifier are injected; a tiny LLaVA
+stands in for the VLM on the Score tab."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from tiny_pipelines import tiny_sd
+
+from gradio_app import Backend, build_demo, launch
+from rd_inference import BrightnessVerifier, cli
+from rd_inference.pipelines import load_pipeline
+from rd_inference.verifier_loading import load_verifier
+
+CHROMIUM = "/usr/bin/chromium"
+SLOW = "slow-tiny-sd"  # model field value that loads the tiny pipeline with a sleep per denoiser forward
+# A generate request: prompt, criteria, strategy, budget, seed, compare, strategy_b, N, M, σ_start, Δf, Δb,
+# steps, guidance, model, verifier, quantization.
+SOP = {"prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "budget": "4x", "seed": 0,
+       "compare": False, "strategy_b": "bon", "n": 2, "m": 2, "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5,
+       "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
+
+
+def request(**changes):
+    return list({**SOP, **changes}.values())
+
+
+@pytest.fixture(scope="module")
+def app():
+    pipe, slow = tiny_sd(), tiny_sd()
+    slow.unet.register_forward_hook(lambda *_: time.sleep(0.03))  # so progress can be watched
+
+    def load_model(spec):
+        known = {None: pipe, SLOW: slow}
+        return known[spec] if spec in known else load_pipeline(spec)
+
+    def load_vlm(spec, quantization, criteria):
+        if spec is None:
+            return BrightnessVerifier()
+        return load_verifier(spec, device="cpu", quantization=quantization, criteria=criteria)
+
+    backend = Backend(load_model=load_model, load_verifier=load_vlm, device="cpu")
+    demo = build_demo(backend, defaults={"steps": 4, "budget": "8x", "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5})
+    _, url, _ = launch(demo, prevent_thread_lock=True, quiet=True)
+    assert url.startswith("http://127.0.0.1:")
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app[1], verbose=False)
+
+
+def test_generate_returns_image_gallery_plot_and_summary(client):
+    image, gallery, plot, summary, image_b, *_ = client.predict(*request(), api_name="/generate")
+    assert Image.open(image).size[0] >= 16
+    assert len(gallery) >= 4 and all(Path(g["image"]).is_file() for g in gallery)
+    caption = [g["caption"].split(" · ") for g in gallery]  # "0.435 · r2 · n11 ★": score, round, node
+    assert all(c[1].startswith("r") and c[2].startswith("n") for c in caption)
+    assert float(caption[0][0]) >= float(caption[-1][0])
+    assert sum("★" in g["caption"] for g in gallery) == 1
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image")
+    assert "Search over Paths" in summary and "denoiser forwards" in summary and "verify" in summary
+    assert image_b is None
+
+
+def test_compare_runs_two_strategies_at_the_same_budget(client):
+    out = client.predict(*request(compare=True, strategy_b="bon"), api_name="/generate")
+    summary_a, image_b, gallery_b, plot_b, summary_b = out[3:8]
+    assert "Best-of-N" in summary_b and image_b is not None and gallery_b and plot_b["type"] == "matplotlib"
+    # 4x of 4 steps with CFG: both spend at most 32 denoiser forwards.
+    for s in (summary_a, summary_b):
+        nfe = int(s.split("|---|---|---|---|---|---|\n| ")[1].split(" |")[0])
+        assert 0 < nfe <= 32
+
+
+def test_progress_follows_denoiser_steps(client):
+    job = client.submit(*request(strategy="one", steps=12, model=SLOW), api_name="/generate")
+    seen = set()
+    while not job.done():
+        progress = job.status().progress_data
+        if progress:
+            seen.update(p.desc for p in progress if p.desc)
+        time.sleep(0.02)
+    job.result()
+    steps = {d for d in seen if d.startswith("denoiser forwards")}
+    assert len(steps) >= 2, seen
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"prompt": "  "}, "Enter a prompt"),
+        ({"budget": "3"}, "too small"),
+        ({"model": "/nonexistent/model"}, "not a diffusers pipeline folder"),
+        ({"strategy": "sop", "delta_b": 0.2}, "must be larger than delta_f"),
+    ],
+)
+def test_bad_requests_show_a_readable_error(client, changes, message):
+    with pytest.raises(AppError) as err:
+        client.predict(*request(**changes), api_name="/generate")
+    assert message in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_rationale_of_the_sessions_winner(app, tiny_vlms):
+    fresh = Client(app[1], verbose=False)  # its own session, so its own state
+    with pytest.raises(AppError, match="Generate an image first"):
+        fresh.predict("alignment", "", "none", api_name="/rationale")
+    fresh.predict(*request(strategy="one"), api_name="/generate")
+    assert "scores without words" in fresh.predict("alignment", "", "none", api_name="/rationale")
+    text = fresh.predict("alignment", tiny_vlms["llava"], "none", api_name="/rationale")
+    assert text.startswith("**Node ") and len(text) > len("**Node 0**: ")
+
+
+def test_queue_holds_one_device_job_at_a_time(app):
+    demo, _ = app
+    assert demo._queue.max_size == 8
+    device_fns = [fn for fn in demo.fns.values() if fn.concurrency_id == "device"]
+    assert {fn.api_name for fn in device_fns} == {"generate", "rationale", "score"}
+    assert all(fn.concurrency_limit == 1 for fn in device_fns)
+
+
+def test_score_tab_with_a_vlm(client, tiny_vlms, tmp_path):
+    paths = []
+    for i, colour in enumerate([(250, 20, 20), (20, 20, 250), (240, 240, 240)]):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    files = [handle_file(str(p)) for p in paths]
+    table, ranked, text = client.predict(files, "two red circles", ["alignment", "aesthetics"], True, 3,
+                                         tiny_vlms["llava"], "none", api_name="/score")
+    assert table["headers"] == ["rank", "image", "score", "alignment", "aesthetics"]
+    assert [row[0] for row in table["data"]] == [1, 2, 3]
+    scores = [row[2] for row in table["data"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert len(ranked) == 3 and "Tournament winner" in text
+
+
+def test_score_tab_with_a_simple_verifier(client, tmp_path):
+    dark, bright = tmp_path / "dark.png", tmp_path / "bright.png"
+    Image.new("RGB", (8, 8), (10, 10, 10)).save(dark)
+    Image.new("RGB", (8, 8), (240, 240, 240)).save(bright)
+    table, _, _ = client.predict([handle_file(str(dark)), handle_file(str(bright))], "x", [], False, 4, "",
+                                 "none", api_name="/score")
+    assert [row[1] for row in table["data"]] == ["bright.png", "dark.png"]
+
+
+def test_missing_embedded_models_are_announced(monkeypatch):
+    import rd_inference.pipelines
+    import rd_inference.verifier_loading
+
+    def missing():
+        raise FileNotFoundError("no embedded model")
+
+    monkeypatch.setattr(rd_inference.pipelines, "default_model_path", missing)
+    monkeypatch.setattr(rd_inference.verifier_loading, "default_verifier_path", missing)
+    backend = Backend(device="cpu")
+    notice = backend.notice()
+    assert "embedded toy model is not installed" in notice and "**Model** field" in notice
+    assert "**Verifier** field" in notice
+    with pytest.raises(FileNotFoundError, match="fill in the Model field"):
+        backend.model("")
+    with pytest.raises(FileNotFoundError, match="fill in the Verifier field"):
+        backend.verifier(None)
+
+
+def test_core_never_imports_gradio_at_import_time():
+    # Module-level imports only: gradio_app may be imported inside a function (rd-tts demo does).
+    for path in (Path(__file__).resolve().parents[1] / "rd_inference").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("gradio", "gradio_app") for n in names), path
+    args = cli.build_parser().parse_args(["demo", "--port", "7999"])
+    assert args.host == "127.0.0.1" and args.port == 7999
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
+def test_browser_generate(app, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    _, url = app
+    args = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.locator("#prompt textarea").fill("two red circles")
+            page.locator("#generate").click()
+            page.locator("#gallery img").first.wait_for(timeout=60_000)
+            page.locator("#plot img").first.wait_for(timeout=30_000)
+            assert page.locator("#gallery img").count() >= 4
+            assert page.locator("#plot img").first.evaluate("img => img.naturalWidth") > 100
+            assert "denoiser forwards" in page.locator("#summary").inner_text()
+            shot = tmp_path / "gradio_demo.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("RD_DEMO_SCREENSHOT"):  # how docs/gradio_demo.png is refreshed
+        shutil.copy(shot, os.environ["RD_DEMO_SCREENSHOT"])
