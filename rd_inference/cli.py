@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": "rd_inference.commands.generate",
     "regenerate": "rd_inference.commands.regenerate",
     "score": "rd_inference.commands.score",
+    "batch": "rd_inference.commands.batch",
 }
 
 

@@ -3,54 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-HELP = "Search for the image a verifier likes best for a prompt; write a run directory."
+from ..run_dir import slug
+from .options import add_model_arguments, add_search_arguments, search_kwargs
 
-STRATEGY_FLAGS = {  # flag -> (strategy setting, type)
-    "--n": ("n", int),
-    "--m": ("m", int),
-    "--sigma-start": ("sigma_start", float),
-    "--delta-f": ("delta_f", float),
-    "--delta-b": ("delta_b", float),
-    "--neighbors": ("neighbors", int),
-    "--rounds": ("rounds", int),
-    "--cosine": ("cosine", float),
-}
+HELP = "Search for the image a verifier likes best for a prompt; write a run directory."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt_arg", nargs="?", metavar="PROMPT", help="the prompt (or use --prompt)")
     p.add_argument("--prompt", help="the prompt")
-    p.add_argument("--model", help="diffusers pipeline folder or hub id (default: the embedded toy model)")
-    p.add_argument("--verifier", help="VLM folder or hub id, or a simple verifier: brightness, color:R,G,B "
-                   "(default: the embedded toy VLM)")
-    p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none", help="VLM verifier loading")
-    p.add_argument("--criteria", default=None, help="verifier criteria template name or file")
-    p.add_argument("--offload", action="store_true",
-                   help="one-GPU mode: the diffusion model and the VLM verifier take turns on the GPU")
-    p.add_argument("--final-pick", choices=["score", "tournament"], default="score",
-                   help="pick the best verifier score, or run a pairwise tournament over the best finished images")
-    p.add_argument("--tournament-k", type=int, default=4)
-    p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order)")
-    p.add_argument("--budget", default=None, help="denoiser forwards (e.g. 400) or a multiple of one sample (e.g. 4x)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory to create (default: runs/<prompt>-<strategy>-s<seed>)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale")
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=8, help="paths per denoiser forward")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    for flag, (name, typ) in STRATEGY_FLAGS.items():
-        p.add_argument(flag, dest=name, type=typ, default=None, help=f"strategy setting {name}")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
+    add_model_arguments(p, device_help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    add_search_arguments(p)
 
 
 def default_out(prompt: str, strategy: str, seed: int) -> Path:
@@ -73,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     prompt = args.prompt or args.prompt_arg
     if not prompt or not prompt.strip():
         raise ValueError("no prompt: pass it as the first argument or with --prompt")
-    params = {name: getattr(args, name) for name, _ in STRATEGY_FLAGS.values() if getattr(args, name) is not None}
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -88,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        result = search(
-            pipe, prompt, verifier=verifier, strategy=args.strategy, budget=args.budget, seed=args.seed,
-            steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
-            height=args.height, width=args.width, max_batch=args.max_batch, out=out, progress=progress,
-            offload=args.offload, final_pick=args.final_pick, tournament_k=args.tournament_k, **params,
-        )
+        result = search(pipe, prompt, verifier=verifier, seed=args.seed, out=out, progress=progress,
+                        **search_kwargs(args))
     finally:
         bar.close()
     c = result.counts
