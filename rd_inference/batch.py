@@ -162,16 +162,17 @@ def prepare_batch(out: str | os.PathLike, items: Sequence[BatchItem], settings: 
     behind: hidden partial run directories and incomplete item folders (they are redone from scratch).
     """
     out = Path(out)
+    # ValueError, not OSError: bad user input that the CLI reports as one line.
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; choose a folder")
+        raise ValueError(f"--out {out} is a file; choose a folder")
     try:
         (out / ITEMS).mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
+        probe.write_text("ok")  # os.access says yes to root on a read-only mount; a real write does not
         probe.unlink()
     except OSError as exc:
-        raise PermissionError(f"cannot write the batch output folder {out} ({exc.strerror}); choose a writable "
-                              "--out") from None
+        raise ValueError(f"cannot write the batch output folder {out} ({exc.strerror or exc}); choose a "
+                         "writable --out") from None
     settings = json.loads(json.dumps(settings))  # the form it has after a round trip through batch.json
     recorded_path = out / SETTINGS
     if recorded_path.is_file():
