@@ -161,6 +161,7 @@ def test_accelerate_two_processes_split_and_merge(reference, prompts, model_dir,
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "process 0: 100%" in res.stderr and "process 1: 100%" in res.stderr
+    assert "all processes: 100%" in res.stderr  # the main process's bar over every item
     assert "5 of 5 items finished" in res.stdout
     assert per_item(out) == per_item(reference)
     assert [r["item"] for r in read_index(out)] == [r["item"] for r in read_index(reference)]
