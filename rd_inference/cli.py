@@ -16,6 +16,7 @@ COMMANDS = {
     "score": "rd_inference.commands.score",
     "bench": "rd_inference.commands.bench",
     "demo": "rd_inference.commands.demo",
+    "batch": "rd_inference.commands.batch",
 }
 
 

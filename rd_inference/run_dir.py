@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,3 +39,8 @@ def write_run_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def slug(text: str) -> str:
+    """A short file-name-safe form of a prompt: ``"Two red circles!"`` -> ``"two-red-circles"``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"

@@ -1,0 +1,91 @@
+"""Command-line options shared by the commands that run searches (generate, batch).
+
+One definition per flag, so that ``rd-tts generate`` and ``rd-tts batch`` accept the same settings and
+mean the same thing by them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def strategy_flags() -> dict[str, tuple[str, type]]:
+    """``--flag`` -> (setting, parser) for every setting of every strategy, derived from their defaults so a
+    new strategy's settings appear on the command line by themselves."""
+    from ..strategies import STRATEGIES
+
+    flags = {}
+    for strategy in STRATEGIES.values():
+        for name, default in strategy.defaults.items():
+            kind = _floats if isinstance(default, tuple) else type(default)
+            flags["--" + name.replace("_", "-")] = (name, kind)
+    return flags
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, device_help: str) -> None:
+    """Which diffusion model and verifier, and how to load them."""
+    p.add_argument("--model", help="diffusers pipeline folder or hub id (default: the embedded toy model)")
+    p.add_argument("--verifier", help="VLM folder or hub id, or a simple verifier: brightness, color:R,G,B "
+                   "(default: the embedded toy VLM)")
+    p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none", help="VLM verifier loading")
+    p.add_argument("--criteria", default=None, help="verifier criteria template name or file")
+    p.add_argument("--offload", action="store_true",
+                   help="one-GPU mode: the diffusion model and the VLM verifier take turns on the GPU")
+    p.add_argument("--device", default=None, help=device_help)
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The search: strategy, budget, sampling settings and the strategy's own settings."""
+    p.add_argument("--final-pick", choices=["score", "tournament"], default="score",
+                   help="pick the best verifier score, or run a pairwise tournament over the best finished images")
+    p.add_argument("--tournament-k", type=int, default=4)
+    p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order), "
+                   "beam (beam search with look-ahead), fk (Feynman-Kac particles), prune (staged pruning)")
+    p.add_argument("--budget", default=None, help="denoiser forwards (e.g. 400) or a multiple of one sample (e.g. 4x)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=8, help="paths per denoiser forward")
+    group = p.add_argument_group("strategy settings (each strategy reads its own; see the README)")
+    for flag, (name, typ) in strategy_flags().items():
+        group.add_argument(flag, dest=name, type=typ, default=None)
+
+
+def strategy_params(args: argparse.Namespace, defaults: dict | None = None) -> dict[str, Any]:
+    """The strategy settings: the model folder's recommended ones (``defaults["strategies"]``), overridden
+    by those given on the command line; a setting the chosen strategy does not take is refused."""
+    from ..strategies import get_strategy
+
+    strategy = get_strategy(args.strategy)
+    given = {name for name, _ in strategy_flags().values() if getattr(args, name) is not None}
+    if given - set(strategy.defaults):
+        raise ValueError(f"strategy {args.strategy!r} does not take {sorted(given - set(strategy.defaults))}; "
+                         f"its settings are {sorted(strategy.defaults)}")
+    recommended = (defaults or {}).get("strategies", {}).get(strategy.name, {})
+    return {**recommended, **{name: getattr(args, name) for name in given}}
+
+
+def search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for :func:`rd_inference.search` from the shared options (no prompt, seed, out).
+
+    A model folder may ship recommended settings (``rd_inference_defaults.json``; the embedded toy model
+    does); flags given on the command line override them."""
+    from ..pipelines import EMBEDDED_PIPELINE, model_defaults
+
+    d = model_defaults(args.model or EMBEDDED_PIPELINE)
+    pick = (lambda flag, key: flag if flag is not None else d.get(key))
+    return {
+        "strategy": args.strategy, "budget": args.budget, "steps": pick(args.steps, "steps"),
+        "guidance_scale": pick(args.guidance, "guidance_scale"), "negative_prompt": args.negative_prompt,
+        "height": pick(args.height, "height"), "width": pick(args.width, "width"),
+        "max_batch": args.max_batch, "offload": args.offload, "final_pick": args.final_pick,
+        "tournament_k": args.tournament_k, **strategy_params(args, d),
+    }
