@@ -188,7 +188,7 @@ def _jsonl(tmp_path, *lines):
         (lambda t: _jsonl(t, '["a cat"]'), [], "p.jsonl:1: expected a JSON object"),
         (lambda t: _jsonl(t, '{"prompt": "a cat", "criteria": "alignment"}'), [], "brightness takes none"),
         (lambda t: _jsonl(t, '{"prompt": "a cat"}'), ["--seeds", "1,x"], "--seeds '1,x'"),
-        (lambda t: _jsonl(t, '{"prompt": "a cat"}'), ["--strategy", "beam"], "unknown strategy 'beam'"),
+        (lambda t: _jsonl(t, '{"prompt": "a cat"}'), ["--strategy", "astar"], "unknown strategy 'astar'"),
         (lambda t: _jsonl(t, '{"prompt": "a cat"}'), ["--budget", "lots"], "not a number of denoiser forwards"),
     ],
 )
