@@ -168,14 +168,12 @@ def run_search(
     if budget is not None:
         nfe_budget = parse_budget(budget, den.schedule.num_steps * per_step)
         fitted = strat.fit(nfe_budget, den.schedule, per_step, params)
-        try:
-            strat.validate(fitted)
-        except ValueError:
-            smallest = strat.nfe(den.schedule, per_step, strat.fit(10**12, den.schedule, per_step, params) | _unit(strat))
+        if not _fits(strat, nfe_budget, den.schedule, per_step, params):
+            smallest = _smallest_budget(strat, den.schedule, per_step, params)
             raise ValueError(
-                f"budget of {nfe_budget} denoiser forwards is too small for strategy {strat.name!r}: its smallest "
-                f"run costs {smallest}; raise --budget or lower --steps"
-            ) from None
+                f"budget of {nfe_budget} denoiser forwards is too small for strategy {strat.name!r} with these "
+                f"settings: its smallest run costs {smallest}; raise the budget or use fewer steps"
+            )
         params = fitted
     planned = strat.nfe(den.schedule, per_step, params)
     done = 0
@@ -236,9 +234,23 @@ def _tournament_pick(ctx: SearchContext, top_k: int) -> tuple[int, dict]:
     return finished[res.winner].id, table
 
 
-def _unit(strat) -> dict:
-    """Settings for the smallest run of a strategy (one path, one branch, one neighbour)."""
-    return {k: 1 for k in ("n", "m", "neighbors", "rounds") if k in strat.defaults}
+def _fits(strat, budget: int, schedule, per_step: int, params: dict) -> bool:
+    try:
+        strat.validate(strat.fit(budget, schedule, per_step, params))
+    except ValueError:
+        return False
+    return True
+
+
+def _smallest_budget(strat, schedule, per_step: int, params: dict) -> int:
+    """The least budget the strategy fits with the user's other settings (fitting is monotone in budget)."""
+    low, high = 1, schedule.num_steps * per_step
+    while not _fits(strat, high, schedule, per_step, params):
+        high *= 2
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _fits(strat, mid, schedule, per_step, params) else (mid + 1, high)
+    return low
 
 
 def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifier | None = None,

@@ -32,7 +32,7 @@ def _search(pipe, out, **kw):
         ({"strategy": "sop", "m": 0}, "n and m must be >= 1"),
         ({"strategy": "bon", "n": 0}, "n must be >= 1"),
         ({"strategy": "zo", "cosine": 1.0}, "cosine must be in"),
-        ({"strategy": "beam"}, "unknown strategy 'beam'; known strategies: bon, sop, zo"),
+        ({"strategy": "astar"}, "unknown strategy 'astar'; known strategies: bon, sop, zo, beam, fk, prune"),
         ({"strategy": "bon", "m": 3}, r"unknown setting\(s\) \['m'\]"),
         ({"budget": "lots"}, "not a number of denoiser forwards"),
         ({"max_batch": 0}, "max_batch must be >= 1"),
