@@ -11,6 +11,7 @@ from diffusers import (
 
 from .base import Denoiser
 from .flow import FluxDenoiser, StableDiffusion3Denoiser
+from .kdiffusion import KDiffusionDenoiser
 from .stable_diffusion import StableDiffusionDenoiser, StableDiffusionXLDenoiser
 
 # Pipeline class -> adapter. Subclasses of these pipelines (e.g. community variants) are accepted.
@@ -35,4 +36,4 @@ def make_denoiser(pipe, prompt: str, **kwargs) -> Denoiser:
     return denoiser_class(pipe)(pipe, prompt, **kwargs)
 
 
-__all__ = ["DENOISERS", "Denoiser", "denoiser_class", "make_denoiser"]
+__all__ = ["DENOISERS", "Denoiser", "KDiffusionDenoiser", "denoiser_class", "make_denoiser"]
