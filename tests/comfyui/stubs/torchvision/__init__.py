@@ -1,0 +1,12 @@
+"""Import-only stand-in for torchvision, for tests that load ComfyUI on a CPU-only torch.
+
+No CPU torchvision wheel matches torch here and PyPI's breaks on import; ComfyUI imports torchvision at
+module level in a few model files (Cosmos, Stable Cascade, ACE) that these tests never run. Anything that
+actually uses it fails loudly. It has no package metadata, so transformers still sees torchvision as absent.
+"""
+
+from . import transforms  # noqa: F401
+
+
+def __getattr__(name):
+    raise AttributeError(f"torchvision is a test stub here (no {name!r}): the test used a torchvision feature")
