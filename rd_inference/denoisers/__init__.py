@@ -15,7 +15,12 @@ from .kdiffusion import KDiffusionDenoiser
 @functools.cache
 def denoisers() -> dict[type, type[Denoiser]]:
     """Pipeline class -> adapter. Subclasses of these pipelines (e.g. community variants) are accepted."""
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        FluxPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
     from .flow import FluxDenoiser, StableDiffusion3Denoiser
     from .stable_diffusion import StableDiffusionDenoiser, StableDiffusionXLDenoiser

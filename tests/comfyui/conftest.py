@@ -33,6 +33,16 @@ def comfyui_dir() -> Path:
     return path
 
 
+def _settle_torchvision_checks() -> None:
+    """Let transformers and diffusers decide "no torchvision" before the stub exists: they cache the answer,
+    and a stub they believed in would break their image processors (for this and every later test)."""
+    import diffusers.utils.import_utils  # noqa: F401  (computes its availability flags at import)
+    from transformers.utils import import_utils
+
+    assert not import_utils.is_torchvision_available()
+    import_utils.is_torchvision_v2_available()
+
+
 class FakeServer:
     """What PromptExecutor needs of ComfyUI's PromptServer: it records the messages it is sent."""
 
@@ -53,15 +63,24 @@ class FakeServer:
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     root = comfyui_dir()
-    # Test-only path setup (ComfyUI expects its own folder on sys.path, as when main.py runs).
+    _settle_torchvision_checks()
+    # Test-only path setup (ComfyUI expects its own folder on sys.path, as when main.py runs). The stub is
+    # there only while ComfyUI imports, so no later find_spec("torchvision") sees it.
     sys.path[:0] = [str(root), str(STUBS)]
-    import comfy.cli_args
+    try:
+        import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
-    import utils.install_util  # noqa: F401  (ComfyUI's nodes.py expects it imported first)
-    import execution
-    import folder_paths
-    import nodes
+        comfy.cli_args.args.cpu = True
+        import execution
+        import folder_paths
+        import nodes
+        import utils.install_util  # noqa: F401  (ComfyUI's nodes.py expects it imported first)
+
+        asyncio.run(nodes.init_builtin_extra_nodes())
+    finally:
+        sys.path.remove(str(STUBS))
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
 
     base = tmp_path_factory.mktemp("comfyui")
     for name in ("output", "input", "temp", "user"):
@@ -70,7 +89,6 @@ def comfy(tmp_path_factory):
     folder_paths.set_input_directory(str(base / "input"))
     folder_paths.set_temp_directory(str(base / "temp"))
     folder_paths.set_user_directory(str(base / "user"))
-    asyncio.run(nodes.init_builtin_extra_nodes())
     assert asyncio.run(nodes.load_custom_node(str(REPO), module_parent="custom_nodes")), "repository failed to load"
     assert asyncio.run(nodes.load_custom_node(str(TINY_NODES), module_parent="custom_nodes"))
     return SimpleNamespace(root=root, base=base, nodes=nodes, execution=execution, folder_paths=folder_paths)
