@@ -71,10 +71,11 @@ def comfy(tmp_path_factory):
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
+        # ComfyUI's nodes.py expects utils.install_util imported first (main.py does so).
+        importlib.import_module("utils.install_util")
         import execution
         import folder_paths
         import nodes
-        import utils.install_util  # noqa: F401  (ComfyUI's nodes.py expects it imported first)
 
         asyncio.run(nodes.init_builtin_extra_nodes())
     finally:
