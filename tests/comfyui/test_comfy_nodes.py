@@ -79,6 +79,8 @@ def test_search_over_paths_sampler_in_each_parameterisation(comfy, executor, mon
 
 
 def test_tiny_vlm_verifier_scores_ranks_and_plays_a_tournament(executor, tiny_llava):
+    import comfy.model_management
+
     graph = ksampler_graph(strategy="bon", budget="3x", verifier_path=tiny_llava)
     graph.update({
         "20": {"class_type": "RDYesTokenScore",
@@ -103,14 +105,22 @@ def test_tiny_vlm_verifier_scores_ranks_and_plays_a_tournament(executor, tiny_ll
     # The search's own scores of its finished candidates agree with scoring them again.
     assert sorted(c["score"] for c in summary["candidates"]) == pytest.approx(sorted(scores), abs=1e-3)
     assert output(ex, "21", 0).shape == (2, 64, 64, 3)
+    # The VLM was placed by ComfyUI's model management, as a ModelPatcher.
+    holder = sys.modules[f"{REPO}.comfy_nodes.verifier"]._Holder
+    assert any(isinstance(m.model.model, holder) for m in comfy.model_management.current_loaded_models)
     assert output(ex, "22", 0).shape == (1, 64, 64, 3) and "wins" in output(ex, "22", 1)
+
+
+def _batch_of_two(graph):
+    graph["3"]["inputs"]["batch_size"] = 2
+    return graph
 
 
 def _by_index(table):
     return [row["score"] for row in sorted(table["scores"], key=lambda r: r["index"])]
 
 
-def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(comfy, executor):
+def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(executor):
     import comfy.model_management
     import comfy.utils
 
@@ -142,6 +152,7 @@ def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(comfy, exec
         (lambda: ksampler_graph(verifier_path="/nonexistent/vlm"), "no VLM folder at '/nonexistent/vlm'"),
         (lambda: ksampler_graph(budget="lots"), "is not a number of denoiser forwards"),
         (lambda: sop_sampler_graph(delta_f=0.5, delta_b=0.3), "must be larger than delta_f"),
+        (lambda: _batch_of_two(ksampler_graph()), "set batch_size to 1"),
     ],
 )
 def test_bad_input_gives_an_actionable_error(executor, graph, message):
