@@ -1,32 +1,50 @@
-"""Per-family denoiser adapters and the registry that picks one for a pipeline."""
+"""Per-family denoiser adapters and the registry that picks one for a pipeline.
+
+The diffusers pipeline classes (and the family adapters, which import pipeline modules) are imported on
+first use, so a host that only needs :class:`KDiffusionDenoiser` (ComfyUI) does not load every pipeline.
+"""
 
 from __future__ import annotations
 
-from diffusers import (
-    FluxPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-)
+import functools
 
 from .base import Denoiser
-from .flow import FluxDenoiser, StableDiffusion3Denoiser
-from .stable_diffusion import StableDiffusionDenoiser, StableDiffusionXLDenoiser
+from .kdiffusion import KDiffusionDenoiser
 
-# Pipeline class -> adapter. Subclasses of these pipelines (e.g. community variants) are accepted.
-DENOISERS: dict[type, type[Denoiser]] = {
-    StableDiffusionPipeline: StableDiffusionDenoiser,
-    StableDiffusionXLPipeline: StableDiffusionXLDenoiser,
-    StableDiffusion3Pipeline: StableDiffusion3Denoiser,
-    FluxPipeline: FluxDenoiser,
-}
+
+@functools.cache
+def denoisers() -> dict[type, type[Denoiser]]:
+    """Pipeline class -> adapter. Subclasses of these pipelines (e.g. community variants) are accepted."""
+    from diffusers import (
+        FluxPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    from .flow import FluxDenoiser, StableDiffusion3Denoiser
+    from .stable_diffusion import StableDiffusionDenoiser, StableDiffusionXLDenoiser
+
+    return {
+        StableDiffusionPipeline: StableDiffusionDenoiser,
+        StableDiffusionXLPipeline: StableDiffusionXLDenoiser,
+        StableDiffusion3Pipeline: StableDiffusion3Denoiser,
+        FluxPipeline: FluxDenoiser,
+    }
+
+
+def __getattr__(name: str):
+    if name == "DENOISERS":  # the registry as a module attribute, built on first access
+        return denoisers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def denoiser_class(pipe) -> type[Denoiser]:
-    for pipe_cls, den_cls in DENOISERS.items():
+    registry = denoisers()
+    for pipe_cls, den_cls in registry.items():
         if isinstance(pipe, pipe_cls):
             return den_cls
-    known = ", ".join(c.__name__ for c in DENOISERS)
+    known = ", ".join(c.__name__ for c in registry)
     raise ValueError(f"unsupported pipeline {type(pipe).__name__}; supported: {known}")
 
 
@@ -35,4 +53,4 @@ def make_denoiser(pipe, prompt: str, **kwargs) -> Denoiser:
     return denoiser_class(pipe)(pipe, prompt, **kwargs)
 
 
-__all__ = ["DENOISERS", "Denoiser", "denoiser_class", "make_denoiser"]
+__all__ = ["DENOISERS", "Denoiser", "KDiffusionDenoiser", "denoiser_class", "denoisers", "make_denoiser"]

@@ -1,0 +1,245 @@
+"""The V3 nodes. Each ``execute`` converts ComfyUI's types and calls rd_inference; nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+
+import comfy.sample
+import comfy.samplers
+import torch
+from comfy_api.latest import io
+
+from ..rd_inference.images import to_tensor
+from ..rd_inference.pairwise import tournament
+from ..rd_inference.strategies import STRATEGIES
+from .sampling import search_sampler
+from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folders
+
+CATEGORY = "sampling/test-time scaling"
+Verifier = io.Custom("VERIFIER")
+
+
+
+def _prompt_input(default: str = "") -> io.String.Input:
+    return io.String.Input(
+        "prompt", multiline=True, default=default, tooltip="What the image should show: the text the verifier checks."
+    )
+
+
+def _to_core(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B,H,W,3] -> the core's [B,3,H,W]."""
+    return images.movedim(-1, 1).float()
+
+
+def _score(verifier, images: torch.Tensor, prompt: str) -> torch.Tensor:
+    if not prompt.strip():
+        raise ValueError("the prompt is empty: type what the image should show (the text the verifier checks)")
+    return torch.as_tensor(verifier(_to_core(images), prompt), dtype=torch.float32).reshape(-1).cpu()
+
+
+def _ranking(scores: torch.Tensor) -> list[int]:
+    return torch.argsort(scores, descending=True, stable=True).tolist()
+
+
+class LoadVLMVerifier(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDLoadVLMVerifier",
+            display_name="Load VLM Verifier",
+            category=CATEGORY,
+            description="A vision-language model that scores images by its probability of answering 'yes'.",
+            inputs=[
+                io.Combo.Input("model", options=[*model_folders(), USE_PATH],
+                               tooltip="A Hugging Face model folder under ComfyUI/models/vlm/."),
+                io.String.Input("path", default="", tooltip="Or the full path of a local Hugging Face model "
+                                "folder (wins over 'model'); 'brightness' is a prompt-blind test verifier."),
+                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
+                               tooltip="bitsandbytes 8-bit or 4-bit (nf4) weights for the language model."),
+                io.String.Input("criteria", default="alignment", tooltip="Built-in criteria names with "
+                                "optional weights ('alignment,aesthetics:0.5') or a criteria .json/.toml file."),
+            ],
+            outputs=[Verifier.Output(display_name="verifier")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, path: str, quantization: str, criteria: str) -> io.NodeOutput:
+        return io.NodeOutput(load_comfy_verifier(model, path, quantization, criteria))
+
+
+class YesTokenScore(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDYesTokenScore",
+            display_name="Yes-Token Score",
+            category=CATEGORY,
+            description="Score every image of a batch; returns the batch re-ordered best first.",
+            inputs=[io.Image.Input("images"), Verifier.Input("verifier"), _prompt_input()],
+            outputs=[
+                io.Image.Output(display_name="images_best_first"),
+                io.String.Output(display_name="scores_json"),
+                io.Float.Output(display_name="best_score"),
+                io.Float.Output(display_name="scores", is_output_list=True),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, verifier, prompt: str) -> io.NodeOutput:
+        scores = _score(verifier, images, prompt)
+        order = _ranking(scores)
+        table = [{"rank": r, "index": i, "score": float(scores[i])} for r, i in enumerate(order)]
+        text = json.dumps({"prompt": prompt, "scores": table}, indent=1)
+        return io.NodeOutput(images[order], text, float(scores[order[0]]), [float(s) for s in scores])
+
+
+class BestOfNImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDBestOfNImages",
+            display_name="Best-of-N (images)",
+            category=CATEGORY,
+            description="Keep the verifier's best images of a batch.",
+            inputs=[
+                io.Image.Input("images"),
+                Verifier.Input("verifier"),
+                _prompt_input(),
+                io.Int.Input("keep", default=1, min=1, max=4096, tooltip="How many of the best images to keep."),
+            ],
+            outputs=[io.Image.Output(display_name="best"), io.String.Output(display_name="scores_json")],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, verifier, prompt: str, keep: int) -> io.NodeOutput:
+        scores = _score(verifier, images, prompt)
+        order = _ranking(scores)[:keep]
+        text = json.dumps({"prompt": prompt, "kept": [{"index": i, "score": float(scores[i])} for i in order],
+                           "all": [float(s) for s in scores]}, indent=1)
+        return io.NodeOutput(images[order], text)
+
+
+class PairwiseTournament(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDPairwiseTournament",
+            display_name="Pairwise Tournament",
+            category=CATEGORY,
+            description="Round robin between the best images by pointwise score; each pair judged in both orders.",
+            inputs=[
+                io.Image.Input("images"),
+                Verifier.Input("verifier"),
+                _prompt_input(),
+                io.Int.Input("top_k", default=4, min=1, max=64, tooltip="How many images play (k(k-1) rows)."),
+            ],
+            outputs=[io.Image.Output(display_name="winner"), io.String.Output(display_name="table")],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, verifier, prompt: str, top_k: int) -> io.NodeOutput:
+        if not prompt.strip():
+            raise ValueError("the prompt is empty: type what the image should show (the text the verifier checks)")
+        if not getattr(verifier, "pairwise", False):
+            raise ValueError("Pairwise Tournament needs a VLM verifier that compares images: use Load VLM Verifier")
+        res = tournament(verifier, _to_core(images), prompt, top_k=top_k)
+        return io.NodeOutput(images[res.winner : res.winner + 1], res.table())
+
+
+def _search_inputs() -> list:
+    return [Verifier.Input("verifier"), io.Vae.Input("vae", tooltip="Decodes x0-predictions for the verifier."),
+            _prompt_input()]
+
+
+class SearchOverPathsSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        d = STRATEGIES["sop"].defaults
+        return io.Schema(
+            node_id="RDSearchOverPathsSampler",
+            display_name="Search over Paths Sampler",
+            category=CATEGORY,
+            description="A SAMPLER for SamplerCustomAdvanced: keep N paths, re-noise each along M branches, "
+            "denoise, verify the clean predictions, keep the best N (Ma et al. 2025). Batch size 1.",
+            inputs=[
+                *_search_inputs(),
+                io.Int.Input("n", default=d["n"], min=1, max=256, tooltip="Paths kept each round (N)."),
+                io.Int.Input("m", default=d["m"], min=1, max=64, tooltip="Branches per kept path (M)."),
+                io.Float.Input("delta_f", default=d["delta_f"], min=0.001, max=1.0, step=0.01,
+                               tooltip="How far to re-noise, on the noise-level axis (0 clean, 1 noise)."),
+                io.Float.Input("delta_b", default=d["delta_b"], min=0.001, max=1.0, step=0.01,
+                               tooltip="How far to denoise back; must exceed delta_f."),
+                io.Float.Input("sigma_start", default=d["sigma_start"], min=0.0, max=1.0, step=0.01,
+                               tooltip="Noise level where the search starts branching."),
+                io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch) -> io.NodeOutput:
+        params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start}
+        return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
+                                            prompt=prompt, max_batch=max_batch))
+
+
+class SearchKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDSearchKSampler",
+            display_name="Search KSampler",
+            category=CATEGORY,
+            description="KSampler that spends a compute budget searching for the image the verifier likes best.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image", tooltip="Batch size 1."),
+                *_search_inputs(),
+                io.Combo.Input("strategy", options=list(STRATEGIES), default="sop",
+                               tooltip="sop: Search over Paths; bon: Best-of-N; zo: zero-order search."),
+                io.String.Input("budget", default="4x", tooltip="Denoiser forwards ('400') or a multiple of one "
+                                "sample's cost ('4x'); the strategy is sized to fit."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Int.Input("steps", default=20, min=1, max=10000),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal"),
+                io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent"),
+                io.Image.Output(display_name="image"),
+                io.String.Output(display_name="scores_json"),
+                io.Image.Output(display_name="candidates"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
+                cfg, scheduler, max_batch) -> io.NodeOutput:
+        results = []
+        sampler = search_sampler(strategy=strategy, params={}, verifier=verifier, vae=vae, prompt=prompt,
+                                 budget=budget.strip() or None, max_batch=max_batch, on_result=results.append)
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        noise = comfy.sample.prepare_noise(latent, seed)
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+        samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                             noise_mask=latent_image.get("noise_mask"), seed=seed)
+        out = {**latent_image, "samples": samples}
+        result = results[-1]
+        summary = result.summary()
+        summary.pop("versions", None)
+        ranked = sorted(result.candidates, key=lambda i: -result.tree[i].score)
+        candidates = to_tensor([result.candidates[i] for i in ranked]).movedim(1, -1)
+        return io.NodeOutput(out, vae.decode(samples), json.dumps(summary, indent=1, default=str), candidates)
+
+
+NODES: list[type[io.ComfyNode]] = [
+    LoadVLMVerifier,
+    YesTokenScore,
+    BestOfNImages,
+    PairwiseTournament,
+    SearchOverPathsSampler,
+    SearchKSampler,
+]

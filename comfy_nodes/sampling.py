@@ -1,0 +1,183 @@
+"""The search as a ComfyUI sampler: a ``KSAMPLER`` function with the k-diffusion signature.
+
+ComfyUI hands a sampler function ``model(x, sigma) -> denoised`` (guidance, conditioning, ControlNets and
+patches already inside), the sigma grid and a noised latent. The function below wraps that model in a
+:class:`~rd_inference.denoisers.kdiffusion.KDiffusionDenoiser` and runs an rd_inference strategy on it.
+The state space comes from the model's own ``model_sampling`` (its noise scaling), so epsilon, v-prediction
+and flow models re-noise correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import comfy.model_management as mm
+import comfy.samplers
+import comfy.utils
+import torch
+
+from ..rd_inference.api import SearchResult, run_search
+from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
+from ..rd_inference.strategies import get_strategy
+
+
+def model_space(model_sampling: Any) -> str:
+    """"ve" or "flow", read off the model's own noise scaling at sigma = 0.5 with x0 = noise = 1."""
+    one = torch.ones(1)
+    x = float(model_sampling.noise_scaling(torch.tensor(0.5), one, one, max_denoise=False))
+    if math.isclose(x, 1.5, abs_tol=1e-4):  # x0 + sigma * eps
+        return "ve"
+    if math.isclose(x, 1.0, abs_tol=1e-4):  # (1 - sigma) * x0 + sigma * eps
+        return "flow"
+    raise ValueError(
+        f"the search cannot sample this model ({type(model_sampling).__name__}): it supports epsilon, "
+        "v-prediction and flow (CONST) models"
+    )
+
+
+def model_level(model_sampling: Any, sigmas: torch.Tensor, space: str) -> torch.Tensor | None:
+    """Noise levels on the axis the strategy settings are given in.
+
+    Flow: None (sigma itself). Discrete-timestep models (SD 1.5, SDXL): ``timestep(sigma) / T``, the axis
+    the diffusers adapters use, so ``sigma_start``, ``delta_f`` and ``delta_b`` mean the same in ComfyUI
+    and in Python. Others (continuous EDM): None, the VP-equivalent noise level (see ``default_level``).
+    """
+    if space == "flow":
+        return None
+    T = len(getattr(model_sampling, "sigmas", ()))
+    if T == 0:
+        return None
+    t = model_sampling.timestep(sigmas.to(model_sampling.sigmas.device)).to("cpu", torch.float64).flatten()
+    if not (bool((t[:-1] >= 0).all()) and bool((t[:-1] < T).all())):
+        return None
+    return t / T
+
+
+class _Progress:
+    """Per-step progress for ComfyUI's progress bar, and the place where a cancel request stops the search."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total)
+        mm.throw_exception_if_processing_interrupted()
+
+
+class _ScoreThenReload:
+    """Scores with the VERIFIER, then loads the diffusion model (and its ControlNets etc.) back, which the
+    VAE decode or the verifier may have pushed off the GPU."""
+
+    def __init__(self, verifier: Any, guider: Any):
+        self.verifier = verifier
+        self.guider = guider
+
+    def __call__(self, images, prompt: str) -> torch.Tensor:
+        try:
+            return self.verifier(images, prompt)
+        finally:
+            mm.load_models_gpu([self.guider.model_patcher, *getattr(self.guider, "loaded_models", [])])
+
+    def spec(self) -> dict | None:
+        return self.verifier.spec() if callable(getattr(self.verifier, "spec", None)) else None
+
+
+def check_settings(prompt: str, strategy: str, params: dict) -> None:
+    """Fail at the node, before any sampling, on an empty prompt or impossible strategy settings."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the verifier prompt is empty: type what the image should show (the text the verifier checks)")
+    strat = get_strategy(strategy)
+    strat.validate({**strat.defaults, **params})
+
+
+def search_function(
+    *,
+    strategy: str,
+    params: dict[str, Any],
+    verifier: Any,
+    vae: Any,
+    prompt: str,
+    budget: int | str | None = None,
+    max_batch: int = 8,
+    on_result: Callable[[SearchResult], None] | None = None,
+) -> Callable[..., torch.Tensor]:
+    """A sampler function for ``comfy.samplers.KSAMPLER``: runs ``strategy`` and returns the chosen latent."""
+    check_settings(prompt, strategy, params)
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        mm.throw_exception_if_processing_interrupted()
+        extra_args = dict(extra_args or {})
+        if extra_args.get("denoise_mask") is not None:
+            raise ValueError("the search samplers do not support inpainting masks: remove the latent's noise mask")
+        if x.shape[0] != 1:
+            raise ValueError(
+                f"the search makes one image from a latent batch of 1, got {x.shape[0]}: set batch_size to 1 "
+                "(the strategy's N decides how many paths are explored)"
+            )
+        guider = model.inner_model  # KSamplerX0Inpaint -> the guider -> the diffusion model
+        base = guider.inner_model
+        ms = base.model_sampling
+        space = model_space(ms)
+        sigmas = sigmas.detach().to("cpu", torch.float32)
+        max_sigma = float(ms.sigma_max)
+        max_denoise = math.isclose(max_sigma, float(sigmas[0]), rel_tol=1e-05) or float(sigmas[0]) > max_sigma
+        latent_image = model.latent_image
+
+        def noise_scaling(sigma: float, noise: torch.Tensor) -> torch.Tensor:
+            return ms.noise_scaling(torch.tensor(sigma), noise, latent_image.to(noise), max_denoise=max_denoise)
+
+        def decode(x0: torch.Tensor) -> torch.Tensor:
+            images = vae.decode(base.process_latent_out(x0.to(torch.float32)))
+            return images.reshape(-1, *images.shape[-3:]).movedim(-1, 1)
+
+        finals: dict[int, torch.Tensor] = {}
+
+        def keep_finals(x_end: torch.Tensor, generators) -> None:
+            for row, g in zip(x_end, generators):
+                finals[g.initial_seed()] = row  # a node's generator is seeded with the node's seed
+
+        cfg = float(getattr(guider, "cfg", 1.0))
+        den = KDiffusionDenoiser(
+            lambda xb, s: model(xb, s, **extra_args),
+            sigmas,
+            space=space,
+            latent_shape=x.shape[1:],
+            decode_fn=decode,
+            prompt=prompt,
+            level=model_level(ms, sigmas, space),
+            noise_scaling=noise_scaling,
+            forwards_per_step=1 if math.isclose(cfg, 1.0) else 2,
+            max_batch=max_batch,
+            device=x.device,
+            dtype=x.dtype,
+            on_final=keep_finals,
+            extra_config={"model": type(base).__name__, "cfg": cfg},
+        )
+        seed = extra_args.get("seed")
+        result = run_search(
+            den,
+            _ScoreThenReload(verifier, guider),
+            strategy=strategy,
+            budget=budget,
+            seed=0 if seed is None else int(seed),
+            progress=_Progress(),
+            **params,
+        )
+        best = finals[result.tree[result.node_id].seed][None]
+        if callback is not None:  # ComfyUI's preview and SamplerCustomAdvanced's denoised output
+            s = sigmas[-2]
+            callback({"x": best, "i": len(sigmas) - 2, "sigma": s, "sigma_hat": s, "denoised": best})
+        if on_result is not None:
+            on_result(result)
+        return best
+
+    return sample
+
+
+def search_sampler(**kwargs: Any) -> comfy.samplers.KSAMPLER:
+    """A SAMPLER for ``SamplerCustomAdvanced`` (see :func:`search_function` for the arguments)."""
+    return comfy.samplers.KSAMPLER(search_function(**kwargs))

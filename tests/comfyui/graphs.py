@@ -1,0 +1,59 @@
+"""API-format test graphs on the tiny model nodes (tests/comfyui/tiny_comfy_nodes.py)."""
+
+from __future__ import annotations
+
+SOP = {"n": 2, "m": 2, "delta_f": 0.3, "delta_b": 0.5, "sigma_start": 0.4, "max_batch": 8}
+
+
+def base_graph(verifier_path="brightness"):
+    return {
+        "1": {"class_type": "RDTestTinySD15", "inputs": {}},
+        "2": {"class_type": "RDTestTinyConditioning", "inputs": {"seed": 0}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {
+            "class_type": "RDLoadVLMVerifier",
+            "inputs": {"model": "(use path)", "path": verifier_path, "quantization": "none", "criteria": ""},
+        },
+    }
+
+
+def ksampler_graph(prompt="a red circle", strategy="sop", budget="6x", steps=6, verifier_path="brightness"):
+    graph = base_graph(verifier_path)
+    graph["5"] = {
+        "class_type": "RDSearchKSampler",
+        "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "latent_image": ["3", 0],
+            "verifier": ["4", 0], "vae": ["1", 1], "prompt": prompt, "strategy": strategy, "budget": budget,
+            "seed": 0, "steps": steps, "cfg": 3.0, "scheduler": "normal", "max_batch": 8,
+        },
+    }
+    graph["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}}
+    return graph
+
+
+def sop_sampler_graph(model_patch=None, verifier_path="brightness", prompt="a red circle", **sop):
+    """SamplerCustomAdvanced driven by the Search over Paths SAMPLER; ``model_patch`` re-parameterises the model."""
+    graph = base_graph(verifier_path)
+    model = ["1", 0]
+    if model_patch == "v_prediction":
+        graph["7"] = {"class_type": "ModelSamplingDiscrete",
+                      "inputs": {"model": ["1", 0], "sampling": "v_prediction", "zsnr": False}}
+        model = ["7", 0]
+    elif model_patch == "flow":
+        graph["7"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 3.0}}
+        model = ["7", 0]
+    graph.update({
+        "8": {"class_type": "RDSearchOverPathsSampler",
+              "inputs": {"verifier": ["4", 0], "vae": ["1", 1], "prompt": prompt, **SOP, **sop}},
+        "9": {"class_type": "CFGGuider",
+              "inputs": {"model": model, "positive": ["2", 0], "negative": ["2", 1], "cfg": 3.0}},
+        "10": {"class_type": "BasicScheduler",
+               "inputs": {"model": model, "scheduler": "simple", "steps": 6, "denoise": 1.0}},
+        "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
+        "12": {"class_type": "SamplerCustomAdvanced",
+               "inputs": {"noise": ["11", 0], "guider": ["9", 0], "sampler": ["8", 0], "sigmas": ["10", 0],
+                          "latent_image": ["3", 0]}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["1", 1]}},
+        "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+    })
+    return graph

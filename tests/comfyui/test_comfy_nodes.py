@@ -1,0 +1,170 @@
+"""The nodes in real ComfyUI (in-process PromptExecutor): registration, graphs end to end on a tiny
+random-weight SD 1.5 (epsilon, v-prediction and flow parameterisations), progress, interrupt, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from graphs import ksampler_graph, sop_sampler_graph
+
+NODE_IDS = {
+    "RDLoadVLMVerifier",
+    "RDYesTokenScore",
+    "RDBestOfNImages",
+    "RDPairwiseTournament",
+    "RDSearchOverPathsSampler",
+    "RDSearchKSampler",
+}
+def output(ex, node_id, index):
+    return ex.caches.outputs.get(node_id).outputs[index][0]
+
+
+def errors(messages):
+    return [d["exception_message"] for e, d in messages if e == "execution_error"]
+
+
+@pytest.fixture
+def progress_calls(comfy):
+    import comfy.utils
+
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    yield calls
+    comfy.utils.set_progress_bar_global_hook(None)
+
+
+def test_nodes_register(comfy):
+    mappings = comfy.nodes.NODE_CLASS_MAPPINGS
+    assert NODE_IDS <= set(mappings)
+    for node_id in NODE_IDS:
+        info = mappings[node_id].GET_NODE_INFO_V1()
+        assert info["category"] == "sampling/test-time scaling" and info["description"]
+        assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+    assert comfy.folder_paths.get_folder_paths("vlm")[0].endswith("vlm")
+
+
+def test_search_ksampler_runs_end_to_end_with_progress(executor, progress_calls):
+    ok, messages, ex = executor(ksampler_graph())
+    assert ok, errors(messages)
+    latent, image, scores, candidates = (output(ex, "5", i) for i in range(4))
+    assert latent["samples"].shape == (1, 4, 8, 8) and torch.isfinite(latent["samples"]).all()
+    assert image.shape == (1, 64, 64, 3) and 0 <= image.min() and image.max() <= 1
+    summary = json.loads(scores)
+    assert summary["config"]["strategy"] == "sop" and summary["config"]["denoiser"]["space"] == "ve"
+    planned = summary["config"]["planned_nfe"]
+    assert summary["counts"]["nfe"] == planned <= 6 * 6 * 2
+    assert candidates.shape[0] == len(summary["candidates"]) and candidates.shape[1:] == (64, 64, 3)
+    # The chosen node's score is the best finished score, and the image shown is the chosen latent's.
+    ours = [(v, t) for v, t in progress_calls if t == planned]
+    assert len(ours) >= planned // 8 and ours[-1][0] == planned
+    assert [v for v, _ in ours] == sorted(v for v, _ in ours)
+
+
+@pytest.mark.parametrize("patch,space", [(None, "ve"), ("v_prediction", "ve"), ("flow", "flow")])
+def test_search_over_paths_sampler_in_each_parameterisation(comfy, executor, monkeypatch, patch, space):
+    sampling = sys.modules[f"{REPO}.comfy_nodes.sampling"]
+    seen = []
+    real = sampling.model_space
+    monkeypatch.setattr(sampling, "model_space", lambda ms: seen.append(real(ms)) or seen[-1])
+    ok, messages, ex = executor(sop_sampler_graph(patch))
+    assert ok, errors(messages)
+    assert seen == [space]
+    samples = output(ex, "12", 0)["samples"]
+    assert samples.shape == (1, 4, 8, 8) and torch.isfinite(samples).all()
+    assert output(ex, "13", 0).shape == (1, 64, 64, 3)
+
+
+def test_tiny_vlm_verifier_scores_ranks_and_plays_a_tournament(executor, tiny_llava):
+    import comfy.model_management
+
+    graph = ksampler_graph(strategy="bon", budget="3x", verifier_path=tiny_llava)
+    graph.update({
+        "20": {"class_type": "RDYesTokenScore",
+               "inputs": {"images": ["5", 3], "verifier": ["4", 0], "prompt": "a red circle"}},
+        "21": {"class_type": "RDBestOfNImages",
+               "inputs": {"images": ["5", 3], "verifier": ["4", 0], "prompt": "a red circle", "keep": 2}},
+        "22": {"class_type": "RDPairwiseTournament",
+               "inputs": {"images": ["5", 3], "verifier": ["4", 0], "prompt": "a red circle", "top_k": 3}},
+        "23": {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}},
+        "24": {"class_type": "PreviewImage", "inputs": {"images": ["21", 0]}},
+        "25": {"class_type": "PreviewImage", "inputs": {"images": ["22", 0]}},
+    })
+    ok, messages, ex = executor(graph)
+    assert ok, errors(messages)
+    summary = json.loads(output(ex, "5", 2))
+    assert summary["config"]["verifier"]["model"] == tiny_llava
+    assert len(summary["candidates"]) == 3
+    ranked, table, best = output(ex, "20", 0), json.loads(output(ex, "20", 1)), output(ex, "20", 2)
+    scores = [row["score"] for row in table["scores"]]
+    assert ranked.shape == (3, 64, 64, 3) and scores == sorted(scores, reverse=True) and best == scores[0]
+    assert ex.caches.outputs.get("20").outputs[3] == [pytest.approx(s) for s in _by_index(table)]
+    # The search's own scores of its finished candidates agree with scoring them again.
+    assert sorted(c["score"] for c in summary["candidates"]) == pytest.approx(sorted(scores), abs=1e-3)
+    assert output(ex, "21", 0).shape == (2, 64, 64, 3)
+    # The VLM was placed by ComfyUI's model management, as a ModelPatcher.
+    holder = sys.modules[f"{REPO}.comfy_nodes.verifier"]._Holder
+    assert any(isinstance(m.model.model, holder) for m in comfy.model_management.current_loaded_models)
+    assert output(ex, "22", 0).shape == (1, 64, 64, 3) and "wins" in output(ex, "22", 1)
+
+
+def _batch_of_two(graph):
+    graph["3"]["inputs"]["batch_size"] = 2
+    return graph
+
+
+def _by_index(table):
+    return [row["score"] for row in sorted(table["scores"], key=lambda r: r["index"])]
+
+
+def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(executor):
+    import comfy.model_management
+    import comfy.utils
+
+    calls = []
+
+    def interrupt_on_third(value, total, preview, node_id=None):
+        calls.append(value)
+        if len(calls) == 3:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(interrupt_on_third)
+    try:
+        ok, messages, _ = executor(ksampler_graph(), prompt_id="interrupted")
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    events = [e for e, _ in messages]
+    assert not ok and "execution_interrupted" in events and "execution_error" not in events
+    assert len(calls) == 3  # stopped at the step where it was asked to
+    assert not comfy.model_management.processing_interrupted()
+    ok, messages, ex = executor(ksampler_graph(), prompt_id="next")
+    assert ok, errors(messages)
+    assert output(ex, "5", 1).shape == (1, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "graph,message",
+    [
+        (lambda: ksampler_graph(prompt="  "), "prompt is empty"),
+        (lambda: ksampler_graph(verifier_path="/nonexistent/vlm"), "no VLM folder at '/nonexistent/vlm'"),
+        (lambda: ksampler_graph(budget="lots"), "is not a number of denoiser forwards"),
+        (lambda: sop_sampler_graph(delta_f=0.5, delta_b=0.3), "must be larger than delta_f"),
+        (lambda: _batch_of_two(ksampler_graph()), "set batch_size to 1"),
+    ],
+)
+def test_bad_input_gives_an_actionable_error(executor, graph, message):
+    ok, messages, _ = executor(graph())
+    assert not ok
+    assert any(message in m for m in errors(messages)), errors(messages)
+
+
+def test_zero_paths_is_rejected_before_running(comfy):
+    import asyncio
+
+    valid, _, _, node_errors = asyncio.run(comfy.execution.validate_prompt("bad", sop_sampler_graph(n=0), None))
+    assert not valid
+    details = json.dumps(node_errors["8"])
+    assert "n" in node_errors["8"]["errors"][0]["extra_info"]["input_name"] and "smaller than min of 1" in details
