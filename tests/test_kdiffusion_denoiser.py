@@ -59,6 +59,9 @@ def test_euler_with_exact_x0_reaches_the_data_marginal(space):
     ("bon", {"n": 3}),
     ("sop", {"n": 2, "m": 2, "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5}),
     ("zo", {"neighbors": 2, "rounds": 2}),
+    ("beam", {"beams": 2, "children": 2, "every": 3}),
+    ("fk", {"particles": 3, "every": 3}),
+    ("prune", {"n": 4}),
 ])
 def test_strategies_run_unchanged_with_planned_counts_and_seeds(space, strategy, params):
     finals = {}

@@ -184,6 +184,23 @@ class KDiffusionDenoiser:
         return x_end, x0
 
     @torch.inference_mode()
+    def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
+        """One model call at grid point ``i`` for a batch (chunked, counted): the model's x0."""
+        if not 0 <= i < self.schedule.num_steps:
+            raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
+        x0s = []
+        for lo in range(0, x.shape[0], self.max_batch):
+            chunk = x[lo : lo + self.max_batch]
+            with self.ledger.phase("denoise"):
+                sig = torch.full((chunk.shape[0],), float(self.schedule.sigma[i]), device=chunk.device,
+                                 dtype=torch.float32)
+                x0s.append(self.model_fn(chunk, sig).to(chunk.dtype))
+            self.ledger.nfe += chunk.shape[0] * self.forwards_per_step
+            if on_step is not None:
+                on_step(chunk.shape[0] * self.forwards_per_step)
+        return torch.cat(x0s)
+
+    @torch.inference_mode()
     def _denoise_chunk(self, x, start, end, on_step):
         s = self.schedule.sigma
         x0 = None

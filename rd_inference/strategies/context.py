@@ -114,6 +114,9 @@ class SearchContext:
             x = posterior_step(self.schedule, x, x0, i, i + 1, noise, eta)
         if end == self.schedule.num_steps:
             x0 = x
+            on_final = getattr(self.denoiser, "on_final", None)  # a host that wants the finished latents
+            if on_final is not None:
+                on_final(x, list(gens))
         self.ledger.paths += x.shape[0]
         if self.stop_at_node is not None:
             for k, node in enumerate(nodes):
