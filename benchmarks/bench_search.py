@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(a) {args.paths} paths x {args.steps} steps, {args.size}px: batched {batched:.3f} s, "
           f"sequential {sequential:.3f} s -> batching is {sequential / batched:.2f}x faster")
 
-    # (b) share of wall time outside model forwards
+    # (b) share of wall time outside model forwards; the fastest of --repeats runs (other processes on a
+    # shared machine only ever add time, and they add it to both sides of the ratio unevenly)
     with tempfile.TemporaryDirectory() as tmp:
         verifier = YesTokenVerifier.from_pretrained(str(build_tiny_vlm("llava", f"{tmp}/vlm")), device="cpu")
         verifier(torch.rand(1, 3, args.size, args.size), "warm up")
@@ -83,16 +84,18 @@ def main(argv: list[str] | None = None) -> None:
         timed(pipe.unet, "forward", model_time)
         timed(pipe.vae, "decode", model_time)
         timed(verifier.model, "forward", model_time)
-        t0 = time.perf_counter()
-        result = search(pipe, "two red circles", verifier=verifier, strategy="sop", n=args.paths // 2, m=2,
-                        sigma_start=0.4, delta_f=0.3, delta_b=0.4, steps=args.steps, seed=0, **size)
-        wall = time.perf_counter() - t0
-    outside = 1.0 - model_time[0] / wall
-    c = result.counts
+        runs = []
+        for _ in range(args.repeats):
+            model_time[0] = 0.0
+            t0 = time.perf_counter()
+            result = search(pipe, "two red circles", verifier=verifier, strategy="sop", n=args.paths // 2, m=2,
+                            sigma_start=0.4, delta_f=0.3, delta_b=0.4, steps=args.steps, seed=0, **size)
+            runs.append((time.perf_counter() - t0, model_time[0], result.counts))
+    wall, models, c = min(runs, key=lambda r: r[0])
+    outside = 1.0 - models / wall
     print(f"(b) Search over Paths: {c['nfe']} denoiser forwards, {c['decodes']} decodes, {c['verifier_images']} "
-          f"images verified in {wall:.2f} s; model forwards {model_time[0]:.2f} s -> "
+          f"images verified in {wall:.2f} s (fastest of {args.repeats}); model forwards {models:.2f} s -> "
           f"{100 * outside:.1f}% of wall time outside model forwards (goal <= 5%)")
-
 
 if __name__ == "__main__":
     main()
