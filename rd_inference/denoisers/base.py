@@ -22,8 +22,95 @@ from ..schedule import Schedule
 StepHook = Callable[[int], None]  # called with the number of denoiser forwards just run
 
 
-class Denoiser:
-    """Base class. ``steps``, ``guidance_scale``, ``height``/``width`` have the pipeline's meaning."""
+class ChunkedDenoiser:
+    """What every denoiser shares, whatever drives the model: chunks of ``max_batch`` paths, counting of
+    forwards, NaN checks and chunked decoding. Subclasses set ``schedule``, ``ledger``, ``max_batch`` and
+    ``forwards_per_step`` and implement ``_denoise_chunk``, ``_predict_chunk`` and ``_decode_chunk``."""
+
+    schedule: Schedule
+    ledger: Ledger
+    max_batch: int
+
+    def _denoise_chunk(self, x, start, end, generators, on_step) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _predict_chunk(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode_chunk(self, x0: torch.Tensor) -> torch.Tensor:
+        """Clean latents to images in [0, 1]."""
+        raise NotImplementedError
+
+    def _counted(self, paths: int, on_step: StepHook | None) -> None:
+        self.ledger.nfe += paths * self.forwards_per_step
+        if on_step is not None:
+            on_step(paths * self.forwards_per_step)
+
+    def denoise(
+        self,
+        x: torch.Tensor,
+        start: int,
+        end: int,
+        generators: Sequence[torch.Generator],
+        on_step: StepHook | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise a batch from grid point ``start`` to ``end``; returns (latents at ``end``, x0-prediction).
+
+        The x0-prediction is the model's estimate at its last call, or the latents themselves when ``end``
+        is the clean end of the grid.
+        """
+        if not 0 <= start < end <= self.schedule.num_steps:
+            raise ValueError(f"bad denoising segment {start} -> {end} on a {self.schedule.num_steps}-step grid")
+        outs, x0s = [], []
+        for lo in range(0, x.shape[0], self.max_batch):
+            hi = lo + self.max_batch
+            xe, x0 = self._denoise_chunk(x[lo:hi], start, end, list(generators[lo:hi]), on_step)
+            outs.append(xe)
+            x0s.append(x0)
+        x_end, x0 = torch.cat(outs), torch.cat(x0s)
+        _check_finite(x_end, f"after denoising to step {end}")
+        return x_end, x0
+
+    @torch.inference_mode()
+    def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
+        """One (guided) model call at grid point ``i`` for a batch: the x0-prediction (chunked, counted).
+
+        Strategies that step with their own transition (beam search, particle resampling) use this."""
+        if not 0 <= i < self.schedule.num_steps:
+            raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
+        x0s = []
+        for lo in range(0, x.shape[0], self.max_batch):
+            chunk = x[lo : lo + self.max_batch]
+            with self.ledger.phase("denoise"):
+                x0s.append(self._predict_chunk(chunk, i))
+            self._counted(chunk.shape[0], on_step)
+        x0 = torch.cat(x0s)
+        _check_finite(x0, f"in the prediction at step {i}")
+        return x0
+
+    @torch.inference_mode()
+    def decode(self, x0: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
+        """Decode x0 latents to float images [B,3,H,W] in [0,1] on the CPU, in chunks."""
+        step = max_batch or self.max_batch
+        images = []
+        with self.ledger.phase("decode"):
+            for lo in range(0, x0.shape[0], step):
+                images.append(self._decode_chunk(x0[lo : lo + step]).float().clamp(0, 1).cpu())
+        self.ledger.decodes += x0.shape[0]
+        return torch.cat(images)
+
+
+def _check_finite(x: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(
+            f"non-finite latents {where}: the model produced NaN/inf. "
+            "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
+        )
+
+
+class Denoiser(ChunkedDenoiser):
+    """Base class of the pipeline adapters. ``steps``, ``guidance_scale``, ``height``/``width`` have the
+    pipeline's meaning. Chunks of ``max_batch`` paths each get a fresh scheduler copy."""
 
     family = "base"
     default_steps = 50
@@ -121,70 +208,24 @@ class Denoiser:
             self.dtype
         )
 
-    def denoise(
-        self,
-        x: torch.Tensor,
-        start: int,
-        end: int,
-        generators: Sequence[torch.Generator],
-        on_step: StepHook | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Denoise a batch from grid point ``start`` to ``end``; returns (latents at ``end``, x0-prediction).
+    def _fresh_scheduler(self, begin: int):
+        sched = copy.deepcopy(self.scheduler)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        return sched
 
-        The x0-prediction is the model's estimate at its last call, or the latents themselves when ``end``
-        is the clean end of the grid. Chunks of ``max_batch`` paths each get a fresh scheduler copy.
-        """
-        if not 0 <= start < end <= self.schedule.num_steps:
-            raise ValueError(f"bad denoising segment {start} -> {end} on a {self.schedule.num_steps}-step grid")
-        outs, x0s = [], []
-        for lo in range(0, x.shape[0], self.max_batch):
-            hi = lo + self.max_batch
-            xe, x0 = self._denoise_chunk(x[lo:hi], start, end, list(generators[lo:hi]), on_step)
-            outs.append(xe)
-            x0s.append(x0)
-        x_end, x0 = torch.cat(outs), torch.cat(x0s)
-        if not torch.isfinite(x_end).all():
-            raise FloatingPointError(
-                f"non-finite latents after denoising to step {end}: the model produced NaN/inf. "
-                "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
-            )
-        return x_end, x0
+    def _predict_chunk(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        sched = self._fresh_scheduler(i)
+        t = sched.timesteps[i]
+        xin = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
+        return self.schedule.x0_from_output(x.float(), self.forward(xin, t).float(), i).to(x.dtype)
 
-    @torch.inference_mode()
-    def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
-        """One guided forward at grid point ``i`` for a batch: the x0-prediction (chunked, counted).
-
-        Strategies that step with their own transition (beam search, particle resampling) use this
-        instead of the pipeline's scheduler step."""
-        if not 0 <= i < self.schedule.num_steps:
-            raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
-        x0s = []
-        for lo in range(0, x.shape[0], self.max_batch):
-            chunk = x[lo : lo + self.max_batch]
-            sched = copy.deepcopy(self.scheduler)
-            if hasattr(sched, "set_begin_index"):
-                sched.set_begin_index(i)
-            t = sched.timesteps[i]
-            with self.ledger.phase("denoise"):
-                xin = sched.scale_model_input(chunk, t) if hasattr(sched, "scale_model_input") else chunk
-                out = self.forward(xin, t)
-                x0s.append(self.schedule.x0_from_output(chunk.float(), out.float(), i).to(chunk.dtype))
-            self.ledger.nfe += chunk.shape[0] * self.forwards_per_step
-            if on_step is not None:
-                on_step(chunk.shape[0] * self.forwards_per_step)
-        x0 = torch.cat(x0s)
-        if not torch.isfinite(x0).all():
-            raise FloatingPointError(
-                f"non-finite prediction at step {i}: the model produced NaN/inf. "
-                "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
-            )
-        return x0
+    def _decode_chunk(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.decode_latents(x0).float() / 2 + 0.5
 
     @torch.inference_mode()
     def _denoise_chunk(self, x, start, end, generators, on_step):
-        sched = copy.deepcopy(self.scheduler)
-        if hasattr(sched, "set_begin_index"):
-            sched.set_begin_index(start)
+        sched = self._fresh_scheduler(start)
         kwargs = {"generator": generators} if self._step_takes_generator else {}
         for i in range(start, end):
             t = sched.timesteps[i]
@@ -195,25 +236,11 @@ class Denoiser:
                 if i == end - 1 and end < self.schedule.num_steps:  # only the segment's last prediction is used
                     x0 = self.schedule.x0_from_output(x.float(), out.float(), i).to(x.dtype)
                 x = sched.step(out, t, x, return_dict=False, **kwargs)[0]
-            self.ledger.nfe += x.shape[0] * self.forwards_per_step
-            if on_step is not None:
-                on_step(x.shape[0] * self.forwards_per_step)
+            self._counted(x.shape[0], on_step)
         self.ledger.paths += x.shape[0]
         if end == self.schedule.num_steps:
             x0 = x  # at the clean end of the grid the latents are the image
         return x, x0
-
-    @torch.inference_mode()
-    def decode(self, x0: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
-        """Decode x0 latents to float images [B,3,H,W] in [0,1], in chunks."""
-        step = max_batch or self.max_batch
-        images = []
-        with self.ledger.phase("decode"):
-            for lo in range(0, x0.shape[0], step):
-                img = self.decode_latents(x0[lo : lo + step])
-                images.append((img.float() / 2 + 0.5).clamp(0, 1).cpu())
-        self.ledger.decodes += x0.shape[0]
-        return torch.cat(images)
 
     def denoising_modules(self) -> list[torch.nn.Module]:
         """The modules used after the prompt is encoded (the ones a one-GPU mode moves out of the way)."""

@@ -24,8 +24,8 @@ import torch
 
 from ..ledger import Ledger
 from ..schedule import Schedule
+from .base import ChunkedDenoiser
 
-StepHook = Callable[[int], None]
 SPACES = ("ve", "flow")
 
 
@@ -72,7 +72,7 @@ def schedule_from_sigmas(space: str, sigmas: torch.Tensor, level: torch.Tensor |
     return Schedule(space, "sample", sigmas[:-1].clone(), alpha, sigma, level)
 
 
-class KDiffusionDenoiser:
+class KDiffusionDenoiser(ChunkedDenoiser):
     """The :class:`~rd_inference.denoisers.Denoiser` interface over ``model_fn(x, sigma) -> x0``.
 
     Args:
@@ -155,83 +155,39 @@ class KDiffusionDenoiser:
             return self.noise_scaling(sigma0, noise).to(self.device, self.dtype)
         return noise * sigma0
 
-    # ---- stepping --------------------------------------------------------------------------------------
-    def denoise(
-        self,
-        x: torch.Tensor,
-        start: int,
-        end: int,
-        generators: Sequence[torch.Generator],
-        on_step: StepHook | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Euler from grid point ``start`` to ``end`` in chunks of ``max_batch``; returns (x_end, x0)."""
-        n = self.schedule.num_steps
-        if not 0 <= start < end <= n:
-            raise ValueError(f"bad denoising segment {start} -> {end} on a {n}-step grid")
-        outs, x0s = [], []
-        for lo in range(0, x.shape[0], self.max_batch):
-            xe, x0 = self._denoise_chunk(x[lo : lo + self.max_batch], start, end, on_step)
-            outs.append(xe)
-            x0s.append(x0)
-        x_end, x0 = torch.cat(outs), torch.cat(x0s)
-        if not torch.isfinite(x_end).all():
-            raise FloatingPointError(
-                f"non-finite latents after denoising to step {end}: the model produced NaN/inf. "
-                "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
-            )
-        if end == n and self.on_final is not None:
+    # ---- stepping ------------------------------------------------------------------------------------
+    def denoise(self, x, start, end, generators, on_step=None):
+        """Euler from grid point ``start`` to ``end`` in chunks of ``max_batch``; returns (x_end, x0).
+        Finished paths are handed to ``on_final`` (the host keeps the chosen path's latent)."""
+        x_end, x0 = super().denoise(x, start, end, generators, on_step)
+        if end == self.schedule.num_steps and self.on_final is not None:
             self.on_final(x_end, list(generators))
         return x_end, x0
 
     @torch.inference_mode()
-    def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
-        """One model call at grid point ``i`` for a batch (chunked, counted): the model's x0."""
-        if not 0 <= i < self.schedule.num_steps:
-            raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
-        x0s = []
-        for lo in range(0, x.shape[0], self.max_batch):
-            chunk = x[lo : lo + self.max_batch]
-            with self.ledger.phase("denoise"):
-                sig = torch.full((chunk.shape[0],), float(self.schedule.sigma[i]), device=chunk.device,
-                                 dtype=torch.float32)
-                x0s.append(self.model_fn(chunk, sig).to(chunk.dtype))
-            self.ledger.nfe += chunk.shape[0] * self.forwards_per_step
-            if on_step is not None:
-                on_step(chunk.shape[0] * self.forwards_per_step)
-        return torch.cat(x0s)
-
-    @torch.inference_mode()
-    def _denoise_chunk(self, x, start, end, on_step):
+    def _denoise_chunk(self, x, start, end, generators, on_step):
         s = self.schedule.sigma
         x0 = None
         for i in range(start, end):
             sigma, sigma_next = float(s[i]), float(s[i + 1])
             with self.ledger.phase("denoise"):
-                sig = torch.full((x.shape[0],), sigma, device=x.device, dtype=torch.float32)
-                x0 = self.model_fn(x, sig).to(x.dtype)
-                d = (x - x0) / sigma
-                x = x + d * (sigma_next - sigma)
-            self.ledger.nfe += x.shape[0] * self.forwards_per_step
-            if on_step is not None:
-                on_step(x.shape[0] * self.forwards_per_step)
+                x0 = self._predict_chunk(x, i)
+                x = x + (x - x0) / sigma * (sigma_next - sigma)  # k-diffusion Euler: d = (x - x0) / sigma
+            self._counted(x.shape[0], on_step)
         self.ledger.paths += x.shape[0]
         if end == self.schedule.num_steps:
             x0 = x  # at sigma 0 the state is the clean image
         return x, x0
 
-    @torch.inference_mode()
-    def decode(self, x0: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
-        """Decode clean latents to float images [B,3,H,W] in [0,1] on the CPU, in chunks."""
-        step = max_batch or self.max_batch
-        images = []
-        with self.ledger.phase("decode"):
-            for lo in range(0, x0.shape[0], step):
-                img = self.decode_fn(x0[lo : lo + step])
-                if img.ndim != 4 or img.shape[1] != 3:
-                    raise ValueError(f"decode_fn must return images [B,3,H,W], got {tuple(img.shape)}")
-                images.append(img.float().clamp(0, 1).cpu())
-        self.ledger.decodes += x0.shape[0]
-        return torch.cat(images)
+    def _predict_chunk(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        sig = torch.full((x.shape[0],), float(self.schedule.sigma[i]), device=x.device, dtype=torch.float32)
+        return self.model_fn(x, sig).to(x.dtype)
+
+    def _decode_chunk(self, x0: torch.Tensor) -> torch.Tensor:
+        img = self.decode_fn(x0)
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f"decode_fn must return images [B,3,H,W], got {tuple(img.shape)}")
+        return img
 
     def move_models(self, device) -> None:
         """The host owns the model and moves it (ComfyUI: its model management); nothing to do here."""
