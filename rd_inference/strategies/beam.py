@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 
-import torch
-
 from .context import SearchContext, lookahead_points
 
 DEFAULTS = {"beams": 2, "children": 2, "lookahead": 1, "every": 5, "eta": 1.0}
@@ -41,10 +39,7 @@ def beam(ctx: SearchContext, beams: int = 2, children: int = 2, lookahead: int =
         if end < ctx.schedule.num_steps:
             x0, x0_first = ctx.lookahead(x, end, lookahead)
         scores = ctx.verify(x0, nodes)
-        top = torch.argsort(scores, descending=True, stable=True)[:beams]
-        kept = [nodes[k] for k in top.tolist()]
-        for node in kept:
-            node.kept = True
+        top, kept = ctx.keep_best(scores, nodes, beams)
         x, start = x[top], end
         if end < ctx.schedule.num_steps:
             x0_first = x0_first[top]

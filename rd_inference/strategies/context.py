@@ -138,6 +138,15 @@ class SearchContext:
                 x = posterior_step(self.schedule, x, x0, a, b, None, eta=0.0)
         return x0, first
 
+    @staticmethod
+    def keep_best(scores: torch.Tensor, nodes: Sequence[Node], k: int) -> tuple[torch.Tensor, list[Node]]:
+        """The ``k`` best nodes (ties keep their order) and their row indices; marks them kept."""
+        top = torch.argsort(scores, descending=True, stable=True)[:k]
+        kept = [nodes[i] for i in top.tolist()]
+        for node in kept:
+            node.kept = True
+        return top, kept
+
     def verify(self, x0: torch.Tensor, nodes: Sequence[Node]) -> torch.Tensor:
         """Decode the clean predictions and score them; scores are written onto the nodes."""
         images = self.denoiser.decode(x0)

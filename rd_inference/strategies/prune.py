@@ -6,8 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import torch
-
 from .context import SearchContext
 
 DEFAULTS = {"n": 8, "prune_at": (0.3, 0.6), "keep": 0.5}
@@ -34,10 +32,7 @@ def prune(ctx: SearchContext, n: int = 8, prune_at=(0.3, 0.6), keep: float = 0.5
         x, x0 = ctx.denoise(x, nodes, gens)
         scores = ctx.verify(x0, nodes)
         survivors = plan[r + 1][2] if r + 1 < len(plan) else 1
-        top = torch.argsort(scores, descending=True, stable=True)[:survivors]
-        kept = [nodes[k] for k in top.tolist()]
-        for node in kept:
-            node.kept = True
+        top, kept = ctx.keep_best(scores, nodes, survivors)
         x = x[top]
     return kept[0].id
 

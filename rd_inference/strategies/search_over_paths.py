@@ -55,10 +55,7 @@ def search_over_paths(
         y = ctx.branch(x.repeat_interleave(m, dim=0), i, f, gens)
         y, x0 = ctx.denoise(y, children, gens)
         scores = ctx.verify(x0, children)
-        top = torch.argsort(scores, descending=True, stable=True)[:n]
-        kept = [children[k] for k in top.tolist()]
-        for node in kept:
-            node.kept = True
+        top, kept = ctx.keep_best(scores, children, n)
         x = y[top]
     return kept[0].id
 
