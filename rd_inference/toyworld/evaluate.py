@@ -1,6 +1,8 @@
-"""Measure the toy pipeline's single-sample oracle pass rate per skill on a prompt split.
+"""Measure the toy pipeline's single-sample oracle pass rate per skill on a prompt split, and the
+oracle's own accuracy on held-back renders.
 
-    python -m rd_inference.toyworld.evaluate --split eval --seeds 0 --grid runs/toy_eval.png
+    python -m rd_inference.toyworld.evaluate --split eval --seeds 0 1 --grid runs/toy_eval.png
+    python -m rd_inference.toyworld.evaluate --oracle-only --renders 2000
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from rd_inference.toyworld.oracle import check
 from rd_inference.toyworld.prompts import SKILLS, prompts
 from rd_inference.toyworld.sampling import (
     DEFAULT_GUIDANCE,
@@ -21,6 +25,21 @@ from rd_inference.toyworld.sampling import (
     pass_rates,
     sample_and_label,
 )
+from rd_inference.toyworld.world import render, sample_scene
+
+
+def oracle_accuracy(n: int, split: str = "eval", seed: int = 0, supersample: int = 1) -> dict[str, float]:
+    """Oracle accuracy per skill on ``n`` random renders of ``split`` prompts (skills drawn uniformly)."""
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[bool]] = {s: [] for s in SKILLS}
+    for _ in range(n):
+        skill = SKILLS[rng.integers(len(SKILLS))]
+        ps = prompts(split, skill)
+        p = ps[rng.integers(len(ps))]
+        hits[skill].append(check(render(sample_scene(p, rng), supersample=supersample), p).ok)
+    out = {s: float(np.mean(h)) for s, h in hits.items() if h}
+    out["all"] = float(np.mean([x for h in hits.values() for x in h]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,9 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--grid", type=Path, default=None, help="save a PNG grid of samples (8 per skill)")
     ap.add_argument("--json", type=Path, default=None, help="write the table as JSON")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--renders", type=int, default=1000, help="held-back renders for the oracle's accuracy")
+    ap.add_argument("--oracle-only", action="store_true", help="only measure the oracle on renders")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    oracle = {f"supersample={k}": oracle_accuracy(args.renders, args.split, seed=1, supersample=k) for k in (1, 4)}
+    print(json.dumps({"oracle_on_renders": {"n": args.renders, "split": args.split, **oracle}}, indent=1))
+    if args.oracle_only:
+        return
     pipe = load_pipeline(args.pipeline)
     t0 = time.time()
     samples, shown = [], []
@@ -47,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         shown += got[:8]
     table = pass_rates(samples)
     report = {"split": args.split, "seeds": args.seeds, "steps": args.steps, "cfg": args.cfg,
-              "seconds": round(time.time() - t0, 1), "skills": table}
+              "seconds": round(time.time() - t0, 1), "skills": table, "oracle_on_renders": oracle}
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
