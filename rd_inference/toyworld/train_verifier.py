@@ -186,6 +186,15 @@ def evaluation_samples(pipe, *, seeds_per_skill: int = 60, steps: int = DEFAULT_
     return out
 
 
+def _auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Probability that a random oracle-passing sample outscores a random failing one (ties count half)."""
+    pos = [s for y, s in zip(labels, scores) if y]
+    neg = [s for y, s in zip(labels, scores) if not y]
+    if not pos or not neg:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
 def agreement(verifier, samples, *, threshold: float = 0.5) -> dict[str, dict[str, float]]:
     """Per skill: how often "score >= threshold" equals the oracle's verdict, for both probabilities."""
     rows: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
@@ -202,6 +211,7 @@ def agreement(verifier, samples, *, threshold: float = 0.5) -> dict[str, dict[st
             "oracle_pass": sum(ok for ok, _, _ in rs) / len(rs),
             "agree_conditional": sum(ok == (c >= threshold) for ok, c, _ in rs) / len(rs),
             "agree_full": sum(ok == (f >= threshold) for ok, _, f in rs) / len(rs),
+            "auc_conditional": _auc([ok for ok, _, _ in rs], [c for _, c, _ in rs]),
         }
     return table
 

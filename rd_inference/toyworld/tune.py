@@ -25,11 +25,13 @@ CONFIGS = [
     ("bon, full", "bon", {}, "full"),
     ("sop m=2 sigma=0.11 df=0.78 db=0.81 (paper)", "sop", {"m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81},
      "conditional"),
-    ("sop m=4 sigma=0.11 df=0.78 db=0.81", "sop", {"m": 4, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81},
-     "conditional"),
-    ("sop m=2 sigma=0.3 df=0.5 db=0.6", "sop", {"m": 2, "sigma_start": 0.3, "delta_f": 0.5, "delta_b": 0.6},
+    ("sop m=2 sigma=0.3 df=0.3 db=0.6", "sop", {"m": 2, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6},
      "conditional"),
     ("sop m=2 sigma=0.5 df=0.3 db=0.4", "sop", {"m": 2, "sigma_start": 0.5, "delta_f": 0.3, "delta_b": 0.4},
+     "conditional"),
+    ("sop m=2 sigma=0.5 df=0.2 db=0.5", "sop", {"m": 2, "sigma_start": 0.5, "delta_f": 0.2, "delta_b": 0.5},
+     "conditional"),
+    ("sop m=4 sigma=0.3 df=0.3 db=0.6", "sop", {"m": 4, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6},
      "conditional"),
 ]
 
