@@ -123,13 +123,13 @@ def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, m
 def markdown_table(cells: Sequence[Cell]) -> str:
     lines = [
         ("| method | budget (x one sample) | oracle accuracy [95% CI] | mean verifier score | reward-hacking rate "
-        "| s / prompt |"),
-        "|---|---|---|---|---|---|",
+        "| s / prompt | denoiser forwards used |"),
+        "|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         lines.append(
             f"| {c.method} | {c.budget}x | {c.accuracy:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] | {c.mean_score:.3f} "
-            f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} |"
+            f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} | {c.mean_nfe:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
