@@ -11,8 +11,9 @@ from PIL import Image
 from rd_inference import search
 from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
+from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
 
-from .backend import Backend, readable_errors
+from .backend import Backend, _blank, readable_errors
 from .plot import search_figure
 
 STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
@@ -22,7 +23,7 @@ QUANTIZATIONS = ["none", "8bit", "4bit"]
 
 # Field defaults; build_demo(defaults=...) overrides them (tests use few steps).
 DEFAULTS: dict[str, Any] = {
-    "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "4x", "seed": 0,
+    "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
     "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "steps": None, "guidance": None,
     "model": "", "verifier": "", "quantization": "none",
 }
@@ -118,6 +119,11 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             progress(0.0, desc="loading models")
             pipe = backend.model(model)
             verifier = backend.verifier(verifier_spec, quantization, criteria)
+            # Empty steps/guidance fields take the model folder's recommended settings (the embedded toy
+            # model ships them), as the command line does.
+            recommended = model_defaults(_blank(model) or EMBEDDED_PIPELINE)
+            steps = steps or recommended.get("steps")
+            guidance = guidance if guidance is not None else recommended.get("guidance_scale")
             parts = [(strategy, (0.0, 0.5 if compare else 1.0))]
             if compare:
                 parts.append((strategy_b, (0.5, 0.5)))
