@@ -20,10 +20,6 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit status 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rd-tts", description="Test-time scaling for diffusion image models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"rd-tts {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,8 +7,6 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-PHASES = ("encode", "denoise", "decode", "verify", "move", "other")
-
 
 @dataclass
 class Ledger:

@@ -89,11 +89,16 @@ class SearchContext:
     def denoise(self, x: torch.Tensor, nodes: Sequence[Node], gens) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = nodes[0].start, nodes[0].end
         x_end, x0 = self.denoiser.denoise(x, start, end, gens, on_step=self.on_step)
-        if self.stop_at_node is not None:
-            for k, node in enumerate(nodes):
-                if node.id == self.stop_at_node:
-                    raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
+        self._stop_if_reached(nodes, x0)
         return x_end, x0
+
+    def _stop_if_reached(self, nodes: Sequence[Node], x0: torch.Tensor) -> None:
+        """In a replay for :func:`~rd_inference.regenerate`: stop once the wanted node has its prediction."""
+        if self.stop_at_node is None:
+            return
+        for k, node in enumerate(nodes):
+            if node.id == self.stop_at_node:
+                raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
 
     def predict(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The x0-prediction of a batch at grid point ``i`` (one guided forward per path)."""
@@ -118,10 +123,7 @@ class SearchContext:
             if on_final is not None:
                 on_final(x, list(gens))
         self.ledger.paths += x.shape[0]
-        if self.stop_at_node is not None:
-            for k, node in enumerate(nodes):
-                if node.id == self.stop_at_node:
-                    raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
+        self._stop_if_reached(nodes, x0)
         return x, x0
 
     def lookahead(self, x: torch.Tensor, i: int, evals: int) -> tuple[torch.Tensor, torch.Tensor]:
