@@ -57,7 +57,12 @@ class Backend:
 
     def verifier(self, spec: str | None, quantization: str | None = None, criteria: str | None = None):
         key = (_blank(spec), None if quantization in (None, "none") else quantization, _blank(criteria))
-        if self._verifier is None or self._verifier[0] != key:
+        cached = self._verifier
+        if cached is not None and cached[0][:2] == key[:2] and hasattr(cached[1], "with_criteria"):
+            # Same weights, other questions: share the loaded VLM instead of loading it again.
+            if cached[0] != key:
+                self._verifier = (key, cached[1].with_criteria(key[2]))
+        elif cached is None or cached[0] != key:
             self._verifier = None
             self._verifier = (key, self._load_verifier(*key))
         return self._verifier[1]

@@ -422,6 +422,16 @@ class YesTokenVerifier:
         if spec is not None:
             self.__dict__.update(type(self).from_spec(spec).__dict__)
 
+    def with_criteria(self, criteria: Any) -> YesTokenVerifier:
+        """This verifier asking other questions: a copy that shares the loaded model and processor, so
+        switching criteria costs no reload. Timings start afresh; other settings are kept."""
+        self._ensure_loaded()
+        other = object.__new__(type(self))  # not copy.copy: pickling (__getstate__) would drop the weights
+        other.__dict__.update(self.__dict__)
+        other.criteria = resolve_criteria(criteria)
+        other.reset_timings()
+        return other
+
     # --------------------------------------------------------------------------------- placement
     def reset_timings(self) -> None:
         self.timings = {"calls": 0, "rows": 0, "preprocess": 0.0, "forward": 0.0, "move": 0.0}

@@ -210,3 +210,25 @@ def test_browser_generate(app, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("RD_DEMO_SCREENSHOT"):  # how docs/gradio_demo.png is refreshed
         shutil.copy(shot, os.environ["RD_DEMO_SCREENSHOT"])
+
+
+def test_changing_criteria_reuses_the_loaded_vlm(tiny_vlms):
+    loads = []
+
+    def load_vlm(spec, quantization, criteria):
+        loads.append((spec, criteria))
+        return load_verifier(spec, device="cpu", quantization=quantization, criteria=criteria)
+
+    backend = Backend(load_model=lambda spec: None, load_verifier=load_vlm, device="cpu")
+    first = backend.verifier(tiny_vlms["llava"], None, "alignment")
+    second = backend.verifier(tiny_vlms["llava"], None, "object_consistency")
+    assert len(loads) == 1 and second.model is first.model
+    assert [c.name for c in second.criteria] == ["object_consistency"]
+    assert [c.name for c in first.criteria] == ["alignment"]
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    fresh = load_verifier(tiny_vlms["llava"], device="cpu", criteria="object_consistency")
+    assert second.score([image], "a red square").reward.tolist() == fresh.score([image], "a red square").reward.tolist()
+    backend.verifier(tiny_vlms["llava"], None, "alignment")
+    assert len(loads) == 1
+    backend.verifier(tiny_vlms["qwen2_5_vl"], None, "alignment")  # other weights: a real load
+    assert len(loads) == 2
