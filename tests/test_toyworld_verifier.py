@@ -8,11 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from rd_inference.toyworld import render, sample_scene
-from rd_inference.toyworld.prompts import prompts, split_of
-from rd_inference.toyworld.train_verifier import near_miss
+from rd_inference.toyworld.oracle import check, find_objects
+from rd_inference.toyworld.prompts import SKILLS, prompts, split_of
+from rd_inference.toyworld.train_verifier import (
+    AUX_CLASSES,
+    GRID,
+    describe,
+    mention_targets,
+    near_miss,
+    patch_targets,
+)
+from rd_inference.toyworld.train_verifier import main as train_main
 from rd_inference.toyworld.vlm import build_vlm, training_inputs, wrap
+from rd_inference.toyworld.world import Scene, SceneObject
 from rd_inference.verifier_loading import default_verifier_path, load_verifier
 from rd_inference.yes_token import YesTokenVerifier
 
@@ -63,3 +74,62 @@ def test_generate_runs_on_the_embedded_models(tmp_path):
                          timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "demo" / "chosen.png").is_file()
+
+
+def test_described_prompts_are_train_prompts_the_image_satisfies():
+    rng = np.random.default_rng(3)
+    for prompt in [prompts("train", skill)[0] for skill in SKILLS]:
+        image = render(sample_scene(prompt, rng))
+        described = describe(image, find_objects(image))
+        assert described, prompt
+        assert all(split_of(p) == "train" and check(image, p).ok for p in described)
+    assert describe(Image.new("RGB", (32, 32), "white"), ()) == []
+
+
+def test_patch_and_mention_targets_follow_the_oracle():
+    image = render(Scene((SceneObject("triangle", "yellow", 8, 16, 4), SceneObject("square", "blue", 24, 16, 4))))
+    cls, xy, mix = patch_targets(image)
+    assert cls.shape == (GRID * GRID,) and int((cls > 0).sum()) == 2 and int(cls.max()) < AUX_CLASSES
+    assert xy[cls > 0][:, 0].tolist()[0] < 0 < xy[cls > 0][:, 0].tolist()[1]  # left object, then right
+    assert torch.allclose(mix.sum(-1), torch.ones(GRID * GRID))
+    objects = find_objects(image)
+    n = -100
+    assert mention_targets(objects, "a yellow triangle left of a blue square") == [
+        [1, n, n, n], [n, 1, 1, n], [1, n, n, n], [n, 1, 1, 1]]
+    assert mention_targets(objects, "a yellow triangle right of a blue square")[-1] == [n, 1, 1, 0]
+    assert mention_targets(objects, "two red circles") == [[0, n, n, n], [n, 0, 0, n]]
+    assert mention_targets(objects, "a blue triangle and a yellow square") == [[1, n, n, n], [n, 1, 0, n]] * 2
+    assert mention_targets(objects, "a triangle and a square") == [[n, 1, n, n], [n, 1, n, n]]
+
+
+def test_training_runs_resumes_and_saves_a_loadable_verifier(tmp_path, monkeypatch):
+    """Both stages for a few steps on a tiny data set (renders only), then a resumed run, then loading."""
+    import rd_inference.toyworld.train_verifier as tv
+
+    def no_pipeline(*_a, **_k):
+        raise AssertionError("the test must not sample the pipeline")
+
+    monkeypatch.setattr(tv, "load_pipeline", no_pipeline)
+    rng = np.random.default_rng(0)
+    ps = list(prompts("train")[::60])
+    images = [render(sample_scene(p, rng)) for p in ps]
+    own, other = tv.make_pairs(images, ps, rng, 0)
+    data = {"images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
+            "pools": {"render_own": own, "render_other": other, "sample_own": own, "sample_other": other},
+            "prompts": ps}
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    torch.save(data, work / "data.pt")
+
+    def argv(train_steps):
+        return ["--work", str(work), "--out", str(out), "--vision-steps", "2", "--vision-batch", "4", "--train-steps",
+                str(train_steps), "--batch", "4", "--width", "64", "--layers", "1", "--monitor-every", "0",
+                "--threads", "1"]
+
+    train_main(argv(2))
+    assert torch.load(work / "ckpt.pt", weights_only=False)["step"] == 4
+    train_main(argv(3))  # resumes at step 4 and trains one more
+    assert torch.load(work / "ckpt.pt", weights_only=False)["step"] == 5
+    v = YesTokenVerifier.from_pretrained(str(out), device="cpu")
+    assert v(images[:2], ps[0]).shape == (2,)
+    assert (out / "model.safetensors").is_file()

@@ -1,11 +1,22 @@
 """Train the toy world's yes/no VLM verifier on renders and on the toy pipeline's own samples, on a CPU.
 
 Every training pair is (image, prompt) labelled by the exact oracle: renders of train-split prompts and
-pipeline samples of train-split prompts, each shown with its own prompt and with a near-miss prompt (one
-or two words changed: colour, shape, count, relation) or an unrelated one. So positives are images that
-satisfy their prompt, and negatives include the pipeline's real failures, which makes the verifier's
-mistakes look like a real VLM's. Inputs are built by ``YesTokenVerifier``'s own row-building code with the
-default criterion, and the loss is cross-entropy towards "Yes"/"No" at the answer position.
+pipeline samples of train-split prompts, each shown with its own prompt, with a near-miss prompt (one
+or two words changed: colour, shape, count, relation), with an unrelated one, or (pipeline samples) with
+a train prompt the sample does satisfy. So negatives include the pipeline's real failures and positives
+include its real images, which makes the verifier's mistakes look like a real VLM's. Inputs are built by
+``YesTokenVerifier``'s own row-building code with the default criterion.
+
+Two stages, because a language model trained from scratch on yes/no answers alone does not learn to
+read the image on this budget (it sits at the class prior):
+
+1. the vision tower alone, on patch-level targets read off the pixels by the oracle (which object's
+   centroid lies in each patch, where, and the patch's colour mix);
+2. the whole model: cross-entropy towards "Yes"/"No" at the answer position, plus the stage-1 loss and
+   a loss at the prompt's colour and shape words (how many objects of that colour / shape / both the
+   image holds; whether a position prompt's relation holds), which teaches the words to look at the
+   image. The extra heads are training-only and never saved. Learning rate 3e-4: at 1e-3 the language
+   model stays at the prior.
 
 Seeded and resumable (``<work>/data.pt``, ``<work>/ckpt.pt``); the trained model and its processor are
 saved with ``save_pretrained`` (safetensors)::
@@ -29,15 +40,29 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rd_inference.toyworld.oracle import check
-from rd_inference.toyworld.prompts import SKILLS, prompts, skill_of
+from rd_inference.toyworld.oracle import FoundObject, check, find_objects, judge, label_pixels
+from rd_inference.toyworld.prompts import (
+    COUNTS,
+    RELATIONS,
+    SKILLS,
+    PromptError,
+    parse,
+    prompts,
+    skill_of,
+    split_of,
+)
 from rd_inference.toyworld.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_pipeline, sample_and_label
-from rd_inference.toyworld.vlm import build_vlm, training_inputs, wrap, yes_no_loss
-from rd_inference.toyworld.world import render, sample_scene
+from rd_inference.toyworld.vlm import PATCH, build_vlm, training_inputs, wrap, yes_no_loss
+from rd_inference.toyworld.world import COLOURS, SIZE, render, sample_scene
 
 SKILL_WEIGHTS = {"single": 0.1, "two_objects": 0.1, "counting": 0.2, "colour_attribution": 0.25, "position": 0.35}
 # Share of each batch drawn from each pool of pairs.
-MIX = {"sample_own": 0.4, "sample_other": 0.15, "render_own": 0.15, "render_other": 0.3}
+MIX = {"sample_own": 0.35, "sample_other": 0.3, "render_own": 0.1, "render_other": 0.25}
+# Auxiliary targets for the vision tower, per 4x4 patch: which object (colour x shape, as the oracle
+# names it) has its centroid in the patch, where that centroid is, and the patch's palette-colour mix.
+SHAPE_CLASSES = ("circle", "square", "triangle", "blob")
+AUX_CLASSES = 1 + len(COLOURS) * len(SHAPE_CLASSES)
+GRID = SIZE // PATCH
 
 
 def _draw_prompts(n: int, rng: np.random.Generator) -> list[str]:
@@ -46,9 +71,10 @@ def _draw_prompts(n: int, rng: np.random.Generator) -> list[str]:
     return [str(rng.choice(by_skill[s])) for s in skills]
 
 
-def near_miss(prompt: str, rng: np.random.Generator) -> str:
-    """Another train-split prompt: usually the same template with one or two words changed, else any."""
-    if rng.random() < 0.25:
+def near_miss(prompt: str, rng: np.random.Generator, p_any: float = 0.15) -> str:
+    """Another train-split prompt: usually the same template with one or two words changed, else
+    (with probability ``p_any``) any."""
+    if rng.random() < p_any:
         return str(rng.choice([p for p in prompts("train") if p != prompt]))
     words = prompt.split()
     close = [q for q in prompts("train", skill_of(prompt)) if q != prompt and len(q.split()) == len(words)
@@ -57,6 +83,70 @@ def near_miss(prompt: str, rng: np.random.Generator) -> str:
         close = [q for q in prompts("train", skill_of(prompt)) if q != prompt] or [
             p for p in prompts("train") if p != prompt]
     return str(rng.choice(close))
+
+
+def describe(image, objects: Sequence[FoundObject]) -> list[str]:
+    """Train-split prompts that ``image`` satisfies, built from what the oracle found in it.
+
+    A pipeline sample that misses its own prompt ("two red circles" drawn as three) usually satisfies
+    another one ("three red circles"): such pairs are positives that look exactly like the pipeline's
+    images, next to the near misses that are negatives.
+    """
+    objs = list(objects)
+    if not objs or any(o.shape == "blob" for o in objs):
+        return []
+    words = [f"{o.colour} {o.shape}" for o in objs]
+    out = []
+    if len(objs) == 1:
+        out.append(f"a {words[0]}")
+    if len(objs) in COUNTS.values() and len(set(words)) == 1:
+        count = next(k for k, v in COUNTS.items() if v == len(objs))
+        out.append(f"{count} {words[0]}s")
+    if len(objs) == 2:
+        for a, b in ((objs[0], objs[1]), (objs[1], objs[0])):
+            out += [f"a {a.shape} and a {b.shape}", f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"]
+            out += [f"a {a.colour} {a.shape} {r} a {b.colour} {b.shape}" for r in RELATIONS]
+    keep = []
+    for p in dict.fromkeys(out):
+        try:
+            if split_of(p) == "train" and check(image, p).ok:
+                keep.append(p)
+        except PromptError:  # e.g. "a circle and a circle" is not in the grammar
+            continue
+    return keep
+
+
+def patch_targets(image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Auxiliary targets per patch, from the oracle's reading of the pixels (so any image has them):
+    object class id [G*G] (0 = no centroid here), centroid in [-1, 1] [G*G, 2], colour mix [G*G, 1+K]."""
+    arr = np.asarray(image.convert("RGB"))
+    labels = torch.from_numpy(label_pixels(arr)).long()
+    mix = torch.nn.functional.one_hot(labels, 1 + len(COLOURS)).float()
+    mix = mix.reshape(GRID, PATCH, GRID, PATCH, -1).mean((1, 3)).reshape(GRID * GRID, -1)
+    cls = torch.zeros(GRID * GRID, dtype=torch.long)
+    xy = torch.zeros(GRID * GRID, 2)
+    colours = list(COLOURS)
+    for o in find_objects(arr):
+        k = int(o.cy) // PATCH * GRID + int(o.cx) // PATCH
+        cls[k] = 1 + colours.index(o.colour) * len(SHAPE_CLASSES) + SHAPE_CLASSES.index(o.shape)
+        xy[k] = torch.tensor([o.cx, o.cy]) / (SIZE - 1) * 2 - 1
+    return cls, xy, mix
+
+
+def _add_auxiliary(data: dict, log) -> None:
+    """Per-image auxiliary targets, and for pipeline samples the train prompts they satisfy."""
+    if "aux_cls" in data:
+        return
+    targets = [patch_targets(Image.fromarray(a.numpy())) for a in data["images"]]
+    data["aux_cls"] = torch.stack([t[0] for t in targets])
+    data["aux_xy"] = torch.stack([t[1] for t in targets])
+    data["aux_mix"] = torch.stack([t[2] for t in targets])
+    described = {}
+    for i, _, _ in data["pools"]["sample_own"]:
+        image = Image.fromarray(data["images"][i].numpy())
+        described[i] = describe(image, find_objects(image))
+    data["described"] = described
+    log(event="auxiliary", images=len(targets), samples_described=sum(bool(v) for v in described.values()))
 
 
 def make_pairs(images: Sequence[Image.Image], own: Sequence[str], rng: np.random.Generator, base: int):
@@ -79,6 +169,7 @@ def build_data(args, log) -> dict:
                                    for i, p, _ in data["pools"][name]]
         log(event="relabelled", **{n: round(sum(y for _, _, y in data["pools"][n]) / len(data["pools"][n]), 3)
                                    for n in ("render_own", "sample_own")})
+        _add_auxiliary(data, log)
         return data
     rng = np.random.default_rng(args.seed)
     render_prompts = _draw_prompts(args.renders, rng)
@@ -95,7 +186,8 @@ def build_data(args, log) -> dict:
         out = pipe(chunk, num_inference_steps=steps[k % len(steps)], guidance_scale=args.guidance,
                    generator=[torch.Generator().manual_seed(100_000 + i + j) for j in range(len(chunk))]).images
         samples += out
-        log(event="sampled", n=len(samples))
+        if len(samples) % 640 == 0:
+            log(event="sampled", n=len(samples))
     ok = [check(im, p).ok for im, p in zip(samples, sample_prompts)]
     log(event="samples", n=len(samples), pass_rate=round(sum(ok) / len(ok), 3))
     images = renders + samples
@@ -107,83 +199,211 @@ def build_data(args, log) -> dict:
         "prompts": sorted(set(render_prompts) | set(sample_prompts)
                           | {p for pool in (r_other, s_other) for _, p, _ in pool}),
     }
+    _add_auxiliary(data, log)
     torch.save(data, path)
     return data
 
 
-def _batch(data: dict, batch: int, gen: np.random.Generator):
-    """A batch mixed from the pools; "other" rows get a fresh near-miss prompt, labelled by the oracle."""
+def mention_targets(objects: Sequence[FoundObject], prompt: str) -> list[list[int]]:
+    """Per colour or shape word of the prompt, in order, four targets (-100 = not applicable): how many
+    found objects have this colour; how many have this shape; how many have this shape and the colour
+    named before it; for the last word of a position prompt, whether the relation holds. Counts are
+    capped at 3. The first two need one look at the image, the third binds words, the fourth places."""
+    words = prompt.split()
+    out = []
+    for k, w in enumerate(words):
+        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
+        if w in COLOURS:
+            out.append([min(3, sum(o.colour == w for o in objects)), -100, -100, -100])
+        elif shape in SHAPE_CLASSES:
+            colour = words[k - 1] if k and words[k - 1] in COLOURS else None
+            bound = -100 if colour is None else min(3, sum(o.shape == shape and o.colour == colour for o in objects))
+            out.append([-100, min(3, sum(o.shape == shape for o in objects)), bound, -100])
+    parsed = parse(prompt)
+    if parsed.relation is not None:
+        out[-1][3] = int(judge(tuple(objects), parsed).detail["relation"])
+    return out
+
+
+def _objects(data: dict, i: int) -> tuple[FoundObject, ...]:
+    cache = data.setdefault("objects", {})
+    if i not in cache:
+        cache[i] = find_objects(data["images"][i].numpy())
+    return cache[i]
+
+
+def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15):
+    """A batch mixed from the pools, with image indices and per-mention targets. "other" rows get a fresh
+    prompt labelled by the oracle: for pipeline samples, half the time a prompt the sample satisfies
+    (when there is one); else a near miss (any train prompt with probability ``p_any``)."""
     pools = data["pools"]
     names = list(MIX)
     which = gen.choice(len(names), size=batch, p=[MIX[n] for n in names])
-    images, texts, labels = [], [], []
+    index, images, texts, labels = [], [], [], []
     for k in which:
         name = names[k]
         own = pools[name.replace("other", "own")]
         i, prompt, label = own[gen.integers(len(own))]
         image = Image.fromarray(data["images"][i].numpy())
         if name.endswith("other"):
-            prompt = near_miss(prompt, gen)
+            described = data["described"].get(i, []) if name.startswith("sample") else []
+            if described and gen.random() < 0.5:
+                prompt = str(gen.choice(described))
+            else:
+                base = str(gen.choice(described)) if described and gen.random() < 0.5 else prompt
+                prompt = near_miss(base, gen, p_any)
             label = bool(check(image, prompt).ok)
+        index.append(i)
         images.append(image)
         texts.append(prompt)
         labels.append(float(label))
-    return images, texts, torch.tensor(labels)
+    mentions = [mention_targets(_objects(data, i), t) for i, t in zip(index, texts)]
+    return torch.tensor(index), images, texts, torch.tensor(labels), mentions
 
 
-def train(args, data: dict, log) -> tuple:
+def auxiliary_loss(head, features: torch.Tensor, data: dict, index: torch.Tensor) -> torch.Tensor:
+    """Patch-level supervision of the vision tower (the head is used in training only, never saved)."""
+    out = head(features)
+    cls, xy, mix = data["aux_cls"][index], data["aux_xy"][index], data["aux_mix"][index]
+    weight = torch.ones(AUX_CLASSES)
+    weight[0] = 0.1  # most patches hold no centroid
+    loss = torch.nn.functional.cross_entropy(out[..., :AUX_CLASSES].reshape(-1, AUX_CLASSES), cls.reshape(-1),
+                                             weight=weight)
+    has = cls > 0
+    if has.any():
+        loss = loss + 4 * ((out[..., AUX_CLASSES : AUX_CLASSES + 2] - xy) ** 2).sum(-1)[has].mean()
+    return loss - (mix * out[..., AUX_CLASSES + 2 :].log_softmax(-1)).sum(-1).mean()
+
+
+MENTION_OUTPUTS = 4 + 4 + 4 + 2
+
+
+def mention_loss(head, hidden: torch.Tensor, input_ids: torch.Tensor, word_ids: torch.Tensor,
+                 mentions: list[list[list[int]]]) -> torch.Tensor:
+    """Supervision at the prompt's colour and shape words (the criterion text names no colour or shape,
+    so every such token is the prompt's): see :func:`mention_targets`. It teaches the words to look at
+    the image; the head is used in training only."""
+    rows, cols = torch.nonzero(torch.isin(input_ids, word_ids), as_tuple=True)
+    targets = torch.tensor([t for m in mentions for t in m])
+    if len(targets) != len(rows):
+        raise RuntimeError(f"{len(rows)} colour/shape tokens but {len(targets)} mention targets")
+    out = head(hidden[rows, cols])
+    loss = torch.zeros(())
+    for k, (lo, hi) in enumerate(((0, 4), (4, 8), (8, 12), (12, 14))):
+        if (targets[:, k] >= 0).any():
+            loss = loss + torch.nn.functional.cross_entropy(out[:, lo:hi], targets[:, k], ignore_index=-100)
+    return loss
+
+
+def _lr(base: float, step: int, total: int, warmup: int = 100) -> float:
+    return base * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def train(args, data: dict, log, monitor=None) -> tuple:
+    """Stage 1 (``--vision-steps``): the vision tower alone on the auxiliary targets. Stage 2
+    (``--train-steps``): the whole model on yes/no answers, the auxiliary loss kept at ``--aux-weight``."""
     model, processor = build_vlm(args.seed, vision_hidden=args.width, vision_layers=args.layers,
                                  text_hidden=args.width, text_layers=args.layers)
     verifier = wrap(model, processor)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    head = torch.nn.Linear(args.width, AUX_CLASSES + 2 + 1 + len(COLOURS))
+    text_head = torch.nn.Linear(args.width, MENTION_OUTPUTS)
+    params = [*model.parameters(), *head.parameters(), *text_head.parameters()]
+    words = [*COLOURS, *(w for s in SHAPE_CLASSES[:-1] for w in (s, s + "s"))]
+    word_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(words))
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ckpt = args.work / "ckpt.pt"
     step = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
+        head.load_state_dict(state["head"])
+        text_head.load_state_dict(state["text_head"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
         log(event="resume", step=step)
+    features = {}
+    tower = model.model.vision_tower
+    tower.register_forward_hook(lambda _m, _i, out: features.__setitem__("patches", out.last_hidden_state[:, 1:]))
     deadline = time.time() + 60 * args.time_budget_min if args.time_budget_min else math.inf
+    total = args.vision_steps + args.train_steps
     model.train()
     running = []
-    while step < args.train_steps and time.time() < deadline:
+
+    def save():
+        torch.save({"model": model.state_dict(), "head": head.state_dict(), "text_head": text_head.state_dict(), "opt": opt.state_dict(), "step": step},
+                   ckpt)
+
+    while step < total and time.time() < deadline:
         gen = np.random.default_rng([args.seed, step])  # batch depends on (seed, step) only: exact resume
-        images, texts, labels = _batch(data, args.batch, gen)
-        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.train_steps))
+        vision_only = step < args.vision_steps
+        if vision_only:
+            lr = _lr(args.vision_lr, step, args.vision_steps)
+            index = torch.from_numpy(gen.integers(len(data["images"]), size=args.vision_batch))
+            pixels = processor.image_processor([Image.fromarray(data["images"][i].numpy()) for i in index],
+                                               return_tensors="pt")["pixel_values"]
+            tower(pixel_values=pixels)
+            loss = aux = auxiliary_loss(head, features["patches"], data, index)
+        else:
+            lr = _lr(args.lr, step - args.vision_steps, args.train_steps)
+            # Curriculum: early on, more unrelated prompts (easy negatives), then mostly near misses.
+            warm = min(1.0, (step - args.vision_steps) / max(1, args.train_steps // 3))
+            index, images, texts, labels, mentions = _batch(data, args.batch, gen, p_any=0.6 - 0.45 * warm)
+            inputs = training_inputs(verifier, images, texts)
+            out = model(**inputs, output_hidden_states=True)
+            logits = out.logits[:, -1]
+            aux = auxiliary_loss(head, features["patches"], data, index)
+            said = mention_loss(text_head, out.hidden_states[-1], inputs["input_ids"], word_ids, mentions)
+            loss = yes_no_loss(verifier, logits, labels) + args.aux_weight * aux + args.mention_weight * said
+            aux = aux + said
         for g in opt.param_groups:
             g["lr"] = lr
-        inputs = training_inputs(verifier, images, texts)
-        logits = model(**inputs, logits_to_keep=1).logits[:, -1]
-        loss = yes_no_loss(verifier, logits, labels)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        pred = logits[:, verifier.yes_ids].logsumexp(-1) > logits[:, verifier.no_ids].logsumexp(-1)
-        running.append((loss.item(), (pred.float() == labels).float().mean().item()))
+        if vision_only:
+            running.append((loss.item(), aux.item(), float("nan")))
+        else:
+            pred = logits[:, verifier.yes_ids].logsumexp(-1) > logits[:, verifier.no_ids].logsumexp(-1)
+            running.append((loss.item(), aux.item(), (pred.float() == labels).float().mean().item()))
         if step % 50 == 0:
-            loss_m, acc_m = np.mean(running, axis=0)
+            loss_m, aux_m, acc_m = np.mean(running, axis=0)
             running = []
-            log(step=step, loss=round(float(loss_m), 4), acc=round(float(acc_m), 3), lr=round(lr, 6))
+            log(step=step, stage="vision" if vision_only else "yes/no", loss=round(float(loss_m), 4),
+                aux=round(float(aux_m), 4), acc=None if vision_only else round(float(acc_m), 3), lr=round(lr, 6))
         if step % args.ckpt_every == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+            save()
+        if monitor is not None and not vision_only and step % args.monitor_every == 0:
+            model.eval()
+            log(step=step, tune=monitor(verifier)["all"])
+            model.train()
+    save()
     return model.eval(), processor, step
 
 
 def evaluation_samples(pipe, *, seeds_per_skill: int = 60, steps: int = DEFAULT_STEPS,
-                       guidance: float = DEFAULT_GUIDANCE):
-    """Pipeline samples of eval-split prompts (held out from training and tuning), about
+                       guidance: float = DEFAULT_GUIDANCE, split: str = "eval"):
+    """Pipeline samples of one split's prompts (eval: held out from training and tuning), about
     ``seeds_per_skill`` per skill, seeds 0, 1, ... per prompt, labelled by the oracle."""
     out = []
     for skill in SKILLS:
-        ps = prompts("eval", skill)
+        ps = prompts(split, skill)
         per = max(1, math.ceil(seeds_per_skill / len(ps)))
         ps = ps[: max(1, seeds_per_skill // per)] if len(ps) * per > seeds_per_skill else ps
         out += sample_and_label(pipe, ps, list(range(per)), num_inference_steps=steps, guidance_scale=guidance)
     return out
+
+
+def _tune_samples(args) -> list:
+    """Pipeline samples of tune-split prompts (cached): the held-out set watched during training."""
+    path = args.work / "tune_samples.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    held = evaluation_samples(load_pipeline(args.pipeline), seeds_per_skill=24, split="tune",
+                              steps=int(str(args.steps).split(",")[-1]), guidance=args.guidance)
+    torch.save(held, path)
+    return held
 
 
 def _auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -223,15 +443,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pipeline", type=Path, default=None, help="toy pipeline folder (default: the shipped one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--renders", type=int, default=6000)
-    ap.add_argument("--samples", type=int, default=640, help="pipeline samples of train prompts")
-    ap.add_argument("--steps", default="10", help="pipeline sampling steps (comma-separated: alternate per batch)")
+    ap.add_argument("--samples", type=int, default=3840, help="pipeline samples of train prompts")
+    ap.add_argument("--steps", default="20,10", help="pipeline sampling steps (comma-separated: alternate per batch)")
     ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    ap.add_argument("--train-steps", type=int, default=4000)
+    ap.add_argument("--vision-steps", type=int, default=1500, help="stage 1: vision tower on auxiliary targets")
+    ap.add_argument("--vision-batch", type=int, default=64)
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--train-steps", type=int, default=5000, help="stage 2: whole model on yes/no answers")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--aux-weight", type=float, default=0.3, help="weight of the vision auxiliary loss in stage 2")
+    ap.add_argument("--mention-weight", type=float, default=1.0, help="weight of the mention loss in stage 2")
     ap.add_argument("--width", type=int, default=128, help="hidden size of the vision tower and the language model")
     ap.add_argument("--layers", type=int, default=3, help="layers of each")
-    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--lr", type=float, default=3e-4, help="stage 2 (the language model learns slowly or not at all at 1e-3)")
     ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--monitor-every", type=int, default=500,
+                    help="log agreement on tune-split pipeline samples (never eval) every this many steps; 0: never")
     ap.add_argument("--time-budget-min", type=float, default=None, help="stop training (and save) after this long")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evaluate", type=Path, default=None,
@@ -262,7 +489,11 @@ def main(argv: list[str] | None = None) -> None:
 
     log(event="start", args={k: str(v) for k, v in vars(args).items()})
     data = build_data(args, log)
-    model, processor, step = train(args, data, log)
+    monitor = None
+    if args.monitor_every:
+        held = _tune_samples(args)
+        monitor = lambda verifier: agreement(verifier, held)
+    model, processor, step = train(args, data, log, monitor)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
     processor.save_pretrained(args.out)
