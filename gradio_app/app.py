@@ -35,6 +35,18 @@ def _display(image: Image.Image) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
+def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
+    """The embedded toy model's tuned Search over Paths settings for the page's fields, as the command
+    line uses them (its folder's ``rd_inference_defaults.json``); none when the page loads other models."""
+    if not backend.uses_embedded_loaders:
+        return {}
+    try:
+        sop = model_defaults(EMBEDDED_PIPELINE).get("strategies", {}).get("sop", {})
+    except (OSError, ValueError):  # the embedded model is not installed: the page says so elsewhere
+        return {}
+    return {k: sop[k] for k in ("m", "sigma_start", "delta_f", "delta_b") if k in sop}
+
+
 def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple[str, dict]:
     """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
     if strategy == "one":
@@ -87,7 +99,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
     """The Blocks app, queued: one device job at a time (generate, score, rationale share the device), at
     most ``max_queue`` waiting; a full queue answers "Queue is full" in the page."""
     backend = backend or Backend()
-    d = {**DEFAULTS, **(defaults or {})}
+    d = {**DEFAULTS, **embedded_sop_settings(backend), **(defaults or {})}
     criteria_names = list(builtin_criteria())
 
     def run_one(pipe, verifier, prompt, strategy, budget, seed, steps, guidance, params, progress, part):

@@ -232,3 +232,12 @@ def test_changing_criteria_reuses_the_loaded_vlm(tiny_vlms):
     assert len(loads) == 1
     backend.verifier(tiny_vlms["qwen2_5_vl"], None, "alignment")  # other weights: a real load
     assert len(loads) == 2
+
+
+def test_the_embedded_model_brings_its_tuned_search_settings():
+    from gradio_app.app import embedded_sop_settings
+    from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
+
+    tuned = model_defaults(EMBEDDED_PIPELINE)["strategies"]["sop"]
+    assert embedded_sop_settings(Backend(device="cpu")) == {k: tuned[k] for k in ("m", "sigma_start", "delta_f", "delta_b")}
+    assert embedded_sop_settings(Backend(load_model=lambda spec: None, device="cpu")) == {}
