@@ -300,8 +300,9 @@ def _lr(base: float, step: int, total: int, warmup: int = 100) -> float:
 
 
 def train(args, data: dict, log, monitor=None) -> tuple:
-    """Stage 1 (``--vision-steps``): the vision tower alone on the auxiliary targets. Stage 2
-    (``--train-steps``): the whole model on yes/no answers, the auxiliary loss kept at ``--aux-weight``."""
+    """Stage 1 (``--vision-steps``): the vision tower alone on the patch-level targets. Stage 2
+    (``--train-steps``): the whole model on yes/no answers, plus the patch-level loss at ``--aux-weight``
+    and the word-level loss (:func:`mention_loss`) at ``--mention-weight``."""
     model, processor = build_vlm(args.seed, vision_hidden=args.width, vision_layers=args.layers,
                                  text_hidden=args.width, text_layers=args.layers)
     verifier = wrap(model, processor)
@@ -330,8 +331,8 @@ def train(args, data: dict, log, monitor=None) -> tuple:
     running = []
 
     def save():
-        torch.save({"model": model.state_dict(), "head": head.state_dict(), "text_head": text_head.state_dict(), "opt": opt.state_dict(), "step": step},
-                   ckpt)
+        torch.save({"model": model.state_dict(), "head": head.state_dict(), "text_head": text_head.state_dict(),
+                    "opt": opt.state_dict(), "step": step}, ckpt)
 
     while step < total and time.time() < deadline:
         gen = np.random.default_rng([args.seed, step])  # batch depends on (seed, step) only: exact resume
@@ -343,6 +344,7 @@ def train(args, data: dict, log, monitor=None) -> tuple:
                                                return_tensors="pt")["pixel_values"]
             tower(pixel_values=pixels)
             loss = aux = auxiliary_loss(head, features["patches"], data, index)
+            said = torch.tensor(float("nan"))
         else:
             lr = _lr(args.lr, step - args.vision_steps, args.train_steps)
             # Curriculum: early on, more unrelated prompts (easy negatives), then mostly near misses.
@@ -354,7 +356,6 @@ def train(args, data: dict, log, monitor=None) -> tuple:
             aux = auxiliary_loss(head, features["patches"], data, index)
             said = mention_loss(text_head, out.hidden_states[-1], inputs["input_ids"], word_ids, mentions)
             loss = yes_no_loss(verifier, logits, labels) + args.aux_weight * aux + args.mention_weight * said
-            aux = aux + said
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
@@ -363,15 +364,16 @@ def train(args, data: dict, log, monitor=None) -> tuple:
         opt.step()
         step += 1
         if vision_only:
-            running.append((loss.item(), aux.item(), float("nan")))
+            running.append((loss.item(), aux.item(), said.item(), float("nan")))
         else:
             pred = logits[:, verifier.yes_ids].logsumexp(-1) > logits[:, verifier.no_ids].logsumexp(-1)
-            running.append((loss.item(), aux.item(), (pred.float() == labels).float().mean().item()))
+            running.append((loss.item(), aux.item(), said.item(), (pred.float() == labels).float().mean().item()))
         if step % 50 == 0:
-            loss_m, aux_m, acc_m = np.mean(running, axis=0)
+            loss_m, aux_m, said_m, acc_m = np.mean(running, axis=0)
             running = []
             log(step=step, stage="vision" if vision_only else "yes/no", loss=round(float(loss_m), 4),
-                aux=round(float(aux_m), 4), acc=None if vision_only else round(float(acc_m), 3), lr=round(lr, 6))
+                patches=round(float(aux_m), 4), words=None if vision_only else round(float(said_m), 4),
+                acc=None if vision_only else round(float(acc_m), 3), lr=round(lr, 6))
         if step % args.ckpt_every == 0:
             save()
         if monitor is not None and not vision_only and step % args.monitor_every == 0:
