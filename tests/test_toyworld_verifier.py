@@ -102,7 +102,7 @@ def test_patch_and_mention_targets_follow_the_oracle():
     assert mention_targets(objects, "a triangle and a square") == [[n, 1, n, n], [n, 1, n, n]]
 
 
-def test_mirrored_rows_are_labelled_again_by_the_oracle():
+def test_mirrored_rows_are_labelled_again_by_the_oracle(monkeypatch):
     """A "left of" scene shown mirrored satisfies "right of": the label, the mention targets and the
     patch targets all follow the mirror image, not the stored ones."""
     import rd_inference.toyworld.train_verifier as tv
@@ -114,14 +114,8 @@ def test_mirrored_rows_are_labelled_again_by_the_oracle():
     data = {"images": torch.from_numpy(np.asarray(image)[None].copy()),
             "pools": {"render_own": pool, "render_other": pool, "sample_own": pool, "sample_other": pool}}
     assert tv._add_auxiliary(data, lambda **_: None) and not tv._add_auxiliary(data, lambda **_: None)
-    monkey = dict(tv.MIX)
-    try:
-        tv.MIX.clear()
-        tv.MIX.update({"render_own": 1.0})
-        _, flips, images, texts, labels, mentions = tv._batch(data, 4, np.random.default_rng(0), p_flip=1.0)
-    finally:
-        tv.MIX.clear()
-        tv.MIX.update(monkey)
+    monkeypatch.setattr(tv, "MIX", {"render_own": 1.0})
+    _, flips, images, texts, labels, mentions = tv._batch(data, 4, np.random.default_rng(0), p_flip=1.0)
     assert flips.all() and labels.tolist() == [0.0] * 4 and texts == [prompt] * 4
     assert np.array_equal(np.asarray(images[0]), np.asarray(image)[:, ::-1])
     assert mentions[0][-1][3] == 0  # the relation no longer holds

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verifier", default=None, help="toy VLM folder (default: the embedded one)")
     p.add_argument("--prompts", default=None, help="evaluation prompts, one a line (default: the eval split)")
     p.add_argument("--per-skill", type=int, default=5,
-                   help="evaluation prompts per skill (19 prompts x 3 seeds: 8.5 min on 2 idle CPU cores)")
+                   help="evaluation prompts per skill (19 prompts x 3 seeds: about 10 min on 2 idle CPU cores)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--budgets", default="1,4,8,16", help="multiples of one sample's denoiser forwards")
     p.add_argument("--methods", default="one,bon,sop,zo,beam,fk,prune")

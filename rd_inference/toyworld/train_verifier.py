@@ -156,8 +156,7 @@ def _add_auxiliary(data: dict, log) -> bool:
         added = True
         described = {}
         for i, _, _ in data["pools"]["sample_own"]:
-            image = Image.fromarray(data["images"][i].numpy())
-            described[i] = describe(image, find_objects(image))
+            described[i] = describe(_image(data, i, False), _objects(data, i))
         data["described"] = described
         log(event="described", samples_described=sum(bool(v) for v in described.values()))
     return added
@@ -177,6 +176,7 @@ def build_data(args, log) -> dict:
     path = args.work / "data.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
+        data.pop("objects", None)  # the oracle's reading of each image: found again by the current oracle
         # Label again with the current oracle: the cached images stay valid when the oracle is refined.
         for name in ("render_own", "sample_own"):
             data["pools"][name] = [(i, p, bool(check(Image.fromarray(data["images"][i].numpy()), p).ok))
@@ -268,8 +268,6 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
         i, prompt, label = own[gen.integers(len(own))]
         flipped = bool(gen.random() < p_flip)
         image = _image(data, i, flipped)
-        if flipped:
-            label = bool(check(image, prompt).ok)
         if name.endswith("other"):
             described = data["described"].get(i, []) if name.startswith("sample") else []
             if described and gen.random() < 0.5:
@@ -277,7 +275,9 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
             else:
                 base = str(gen.choice(described)) if described and gen.random() < 0.5 else prompt
                 prompt = near_miss(base, gen, p_any)
-            label = bool(check(image, prompt).ok)
+        if flipped or name.endswith("other"):
+            # The oracle's verdict from the cached objects: check() would find them again per row.
+            label = judge(_objects(data, i, flipped), parse(prompt)).ok
         index.append(i)
         flips.append(flipped)
         images.append(image)
@@ -288,10 +288,10 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
 
 
 def auxiliary_loss(head, features: torch.Tensor, data: dict, index: torch.Tensor,
-                   flips: torch.Tensor | None = None) -> torch.Tensor:
-    """Patch-level supervision of the vision tower (the head is used in training only, never saved)."""
+                   flips: torch.Tensor) -> torch.Tensor:
+    """Patch-level supervision of the vision tower (the head is used in training only, never saved);
+    ``flips`` picks the mirror image's targets row by row."""
     out = head(features)
-    flips = torch.zeros(len(index), dtype=torch.bool) if flips is None else flips
 
     def target(name):
         plain, mirrored = data[name][index], data[name + "_flipped"][index]
