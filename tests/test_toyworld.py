@@ -17,7 +17,7 @@ from rd_inference.toyworld import (
     sample_scene,
     split_of,
 )
-from rd_inference.toyworld.oracle import find_objects
+from rd_inference.toyworld.oracle import SQUARE_CORNERS, find_objects, shape_measures, shape_of
 from rd_inference.toyworld.world import BACKGROUND, COLOURS, Scene, SceneObject
 
 
@@ -85,11 +85,88 @@ def test_oracle_survives_speckle_but_counts_real_extras():
         assert not check(extra, p).detail["count"]
 
 
-def test_oracle_shapes_by_fill_ratio():
+def test_oracle_names_rendered_shapes():
     for r in (3, 4, 5, 6):
         for shape in ("circle", "square", "triangle"):
             (obj,) = find_objects(render(Scene((SceneObject(shape, "green", 15, 15, r),))))
             assert obj.shape == shape and obj.colour == "green"
+
+
+def _mask(rows: str) -> np.ndarray:
+    return np.array([[c == "#" for c in row] for row in rows.split()])
+
+
+# Shapes the pipeline draws, which the old fill-ratio rule misnamed (fill in brackets).
+GENERATED_SHAPES = [
+    ("square", """
+     .########.
+     ##########
+     ##########
+     ##########
+     ##########
+     ##########
+     ##########
+     .########."""),  # rounded corners (0.95 is fine either way) ...
+    ("square", """
+     ..########.
+     .#########.
+     .#########.
+     .#########.
+     ##########.
+     .#########.
+     .#########.
+     .#########.
+     .##########
+     .##########"""),  # ... a ragged one from a tune-split sample (0.84: was "circle")
+    ("circle", """
+     ...###...
+     ..#####..
+     .#######.
+     #########
+     #########
+     #########
+     .#######.
+     ..#####..
+     ...###..."""),  # a round blob (0.72) ...
+    ("circle", """
+     ....#....
+     ..#####..
+     .#######.
+     .#######.
+     #########
+     .#######.
+     .#######.
+     ..#####..
+     ....#...."""),  # ... pointed at top and bottom (0.67: was "triangle")
+    ("triangle", """
+     ..##..
+     .####.
+     .####.
+     ######
+     ######"""),  # a small triangle with a blunt top (0.77: was "circle")
+    ("triangle", """
+     ..#..
+     .###.
+     .###.
+     #####
+     #####"""),
+]
+
+
+@pytest.mark.parametrize("shape,rows", GENERATED_SHAPES)
+def test_oracle_names_generated_shapes_by_taper_and_corners(shape, rows):
+    assert shape_of(_mask(rows)) == shape
+
+
+def test_oracle_calls_a_corner_filling_fragment_a_blob():
+    # Fills its box's corners like a square but only half its box: a piece of a colour-drifted object.
+    fragment = _mask("""
+        ##..
+        ##..
+        ###.
+        ####""")
+    assert shape_measures(fragment)[2] >= SQUARE_CORNERS and shape_of(fragment) == "blob"
+    assert shape_of(_mask("#####\n#####")) == "blob"  # elongated
 
 
 def test_oracle_rejects_wrong_image_size():
