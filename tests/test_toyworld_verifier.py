@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from rd_inference.toyworld import render, sample_scene
 from rd_inference.toyworld.oracle import check, find_objects
-from rd_inference.toyworld.prompts import SKILLS, prompts, split_of
+from rd_inference.toyworld.prompts import SKILLS, parse, prompts, split_of
 from rd_inference.toyworld.train_verifier import (
     AUX_CLASSES,
     GRID,
     describe,
+    mention_places,
     mention_targets,
     near_miss,
     patch_targets,
@@ -80,10 +80,10 @@ def test_described_prompts_are_train_prompts_the_image_satisfies():
     rng = np.random.default_rng(3)
     for prompt in [prompts("train", skill)[0] for skill in SKILLS]:
         image = render(sample_scene(prompt, rng))
-        described = describe(image, find_objects(image))
+        described = describe(find_objects(image))
         assert described, prompt
         assert all(split_of(p) == "train" and check(image, p).ok for p in described)
-    assert describe(Image.new("RGB", (32, 32), "white"), ()) == []
+    assert describe(()) == []
 
 
 def test_patch_and_mention_targets_follow_the_oracle():
@@ -95,11 +95,28 @@ def test_patch_and_mention_targets_follow_the_oracle():
     objects = find_objects(image)
     n = -100
     assert mention_targets(objects, "a yellow triangle left of a blue square") == [
-        [1, n, n, n], [n, 1, 1, n], [1, n, n, n], [n, 1, 1, 1]]
-    assert mention_targets(objects, "a yellow triangle right of a blue square")[-1] == [n, 1, 1, 0]
-    assert mention_targets(objects, "two red circles") == [[0, n, n, n], [n, 0, 0, n]]
-    assert mention_targets(objects, "a blue triangle and a yellow square") == [[1, n, n, n], [n, 1, 0, n]] * 2
-    assert mention_targets(objects, "a triangle and a square") == [[n, 1, n, n], [n, 1, n, n]]
+        [1, n, n, n, n], [n, 1, 1, n, n], [1, n, n, n, n], [n, 1, 1, 1, 2]]
+    assert mention_targets(objects, "a yellow triangle right of a blue square")[-1] == [n, 1, 1, 0, 2]
+    assert mention_targets(objects, "two red circles") == [[0, n, n, n, n], [n, 0, 0, n, 2]]
+    assert mention_targets(objects, "a blue triangle and a yellow square") == [
+        [1, n, n, n, n], [n, 1, 0, n, n], [1, n, n, n, n], [n, 1, 0, n, 2]]
+    assert mention_targets(objects, "a triangle and a square") == [[n, 1, n, n, n], [n, 1, n, n, 2]]
+    # Where the one object each bound shape word names is: the look-up a relation compares.
+    place = {o.shape: (o.cx / 31 * 2 - 1, o.cy / 31 * 2 - 1) for o in objects}
+    (tx, ty), (sx, sy) = place["triangle"], place["square"]
+    assert mention_places(objects, "a yellow triangle left of a blue square") == [None, (tx, ty), None, (sx, sy)]
+    assert mention_places(objects, "a blue triangle and a yellow square") == [None, None, None, None]
+    assert mention_places(objects, "a triangle and a square") == [None, None]
+    twins = find_objects(render(Scene((SceneObject("circle", "red", 8, 8, 3), SceneObject("circle", "red", 24, 8, 3)))))
+    assert mention_places(twins, "two red circles") == [None, None]  # no single object to point at
+
+
+def _one_image_data(tv, image, prompt):
+    pool = [(0, prompt, True)]
+    data = {"images": torch.from_numpy(np.asarray(image)[None].copy()),
+            "pools": {"render_own": pool, "render_other": pool, "sample_own": pool, "sample_other": pool}}
+    tv.read_images(data, lambda **_: None)
+    return data
 
 
 def test_mirrored_rows_are_labelled_again_by_the_oracle(monkeypatch):
@@ -110,17 +127,45 @@ def test_mirrored_rows_are_labelled_again_by_the_oracle(monkeypatch):
     image = render(Scene((SceneObject("triangle", "yellow", 8, 16, 4), SceneObject("square", "blue", 24, 16, 4))))
     prompt = "a yellow triangle left of a blue square"
     assert check(image, prompt).ok and not check(tv._flip(image), prompt).ok
-    pool = [(0, prompt, True)]
-    data = {"images": torch.from_numpy(np.asarray(image)[None].copy()),
-            "pools": {"render_own": pool, "render_other": pool, "sample_own": pool, "sample_other": pool}}
-    assert tv._add_auxiliary(data, lambda **_: None) and not tv._add_auxiliary(data, lambda **_: None)
+    data = _one_image_data(tv, image, prompt)
     monkeypatch.setattr(tv, "MIX", {"render_own": 1.0})
-    _, flips, images, texts, labels, mentions = tv._batch(data, 4, np.random.default_rng(0), p_flip=1.0)
-    assert flips.all() and labels.tolist() == [0.0] * 4 and texts == [prompt] * 4
+    views, images, texts, labels, mentions = tv._batch(data, 4, np.random.default_rng(0), p_flip=1.0)
+    assert all(f and dx == dy == 0 for _, f, dx, dy in views)
+    assert labels.tolist() == [0.0] * 4 and texts == [prompt] * 4
     assert np.array_equal(np.asarray(images[0]), np.asarray(image)[:, ::-1])
-    assert mentions[0][-1][3] == 0  # the relation no longer holds
-    plain, mirrored = data["aux_cls"][0], data["aux_cls_flipped"][0]
+    assert mentions[0][0][-1][3] == 0  # the relation no longer holds
+    (plain, *_), (mirrored, *_) = (tv.view_targets(data, [(0, f, 0, 0)]) for f in (False, True))
     assert plain[plain > 0].tolist() == mirrored[mirrored > 0].tolist()[::-1]  # left and right swapped
+
+
+def test_moved_rows_keep_their_label_and_their_targets_move_with_them(monkeypatch):
+    """A view moved by (dx, dy) is the image moved, read by the oracle as the same objects moved: the
+    stored label holds, and the patch targets are those the oracle reads off the moved image."""
+    import rd_inference.toyworld.train_verifier as tv
+
+    image = render(Scene((SceneObject("circle", "red", 9, 8, 4), SceneObject("square", "green", 20, 22, 5))))
+    prompt = "a red circle above a green square"
+    data = _one_image_data(tv, image, prompt)
+    left, right, up, down = data["room"][0, 0].tolist()
+    assert (left, right, up, down) == (4, 5, 3, 3)  # content spans x 5..25, y 4..27; a 1-pixel border stays
+    monkeypatch.setattr(tv, "MIX", {"render_own": 1.0})
+    views, images, _, labels, _ = tv._batch(data, 16, np.random.default_rng(1), max_shift=2)
+    assert labels.tolist() == [1.0] * 16 and any(dx or dy for _, _, dx, dy in views)
+    for (i, f, dx, dy), im in zip(views, images):
+        assert -2 <= dx <= 2 and -2 <= dy <= 2
+        assert check(im, prompt).ok
+        moved = [(o.cx, o.cy) for o in find_objects(im)]
+        assert moved == [(o.cx + dx, o.cy + dy) for o in find_objects(image)]
+        for got, want in zip(tv.view_targets(data, [(i, f, dx, dy)]), patch_targets(im)):
+            assert torch.allclose(got[0], want)
+
+
+def test_position_near_misses_move_the_same_objects():
+    rng = np.random.default_rng(0)
+    p = next(q for q in prompts("train", "position"))
+    same = [q for q in (near_miss(p, rng, p_any=0.0, p_relation=1.0) for _ in range(30))
+            if sorted(o.colour + o.shape for o in parse(q).objects) == sorted(o.colour + o.shape for o in parse(p).objects)]
+    assert len(same) == 30 and all(q != p and split_of(q) == "train" for q in same)
 
 
 def test_training_runs_resumes_and_saves_a_loadable_verifier(tmp_path, monkeypatch):
@@ -144,7 +189,7 @@ def test_training_runs_resumes_and_saves_a_loadable_verifier(tmp_path, monkeypat
 
     def argv(train_steps):
         return ["--work", str(work), "--out", str(out), "--vision-steps", "2", "--vision-batch", "4", "--train-steps",
-                str(train_steps), "--batch", "4", "--width", "64", "--layers", "1", "--monitor-every", "0",
+                str(train_steps), "--batch", "4", "--width", "64", "--layers", "1", "--text-layers", "1", "--monitor-every", "0",
                 "--threads", "1"]
 
     train_main(argv(2))

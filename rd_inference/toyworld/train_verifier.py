@@ -2,8 +2,9 @@
 
 Every training pair is (image, prompt) labelled by the exact oracle: renders of train-split prompts and
 pipeline samples of train-split prompts, each shown with its own prompt, with a near-miss prompt (one
-or two words changed: colour, shape, count, relation), with an unrelated one, or (pipeline samples) with
-a train prompt the sample does satisfy. So negatives include the pipeline's real failures and positives
+or two words changed: colour, shape, count, relation; for position prompts often the same two objects
+in another relation or with their roles swapped), with an unrelated one, or (pipeline samples) with a
+train prompt the sample does satisfy. So negatives include the pipeline's real failures and positives
 include its real images, which makes the verifier's mistakes look like a real VLM's. Inputs are built by
 ``YesTokenVerifier``'s own row-building code with the default criterion.
 
@@ -14,13 +15,17 @@ read the image on this budget (it sits at the class prior):
    centroid lies in each patch, where, and the patch's colour mix);
 2. the whole model: cross-entropy towards "Yes"/"No" at the answer position, plus the stage-1 loss and
    a loss at the prompt's colour and shape words (how many objects of that colour / shape / both the
-   image holds; whether a position prompt's relation holds), which teaches the words to look at the
-   image. The extra heads are training-only and never saved. Learning rate 3e-4: at 1e-3 the language
-   model stays at the prior. The vision tower learns at a tenth of that here: at the full rate the
-   fresh language model's gradients scrambled the stage-1 features within 50 steps.
+   image holds; whether a position prompt's relation holds; how many objects in all; where the one
+   object a "colour shape" pair names is), which teaches the words to look at the image. The extra
+   heads are training-only and never saved. Learning rate 3e-4: at 1e-3 the language model stays at
+   the prior. The vision tower learns at a tenth of that here: at the full rate the fresh language
+   model's gradients scrambled the stage-1 features within 50 steps.
 
 In both stages half the rows show the mirror image, labelled again by the oracle (exact, and it
-doubles the scenes seen; "left of" becomes "right of").
+doubles the scenes seen; "left of" becomes "right of"), and every row is moved by up to 3 pixels each
+way where the objects keep a border (a translation changes no label). The oracle's reading of each
+image (pixel labels, objects, the prompts a sample satisfies) is recomputed at every start, so a cached
+data set always follows the current oracle. The language model has 4 layers, the vision tower 3.
 
 Seeded and resumable (``<work>/data.pt``, ``<work>/ckpt.pt``); the trained model and its processor are
 saved with ``save_pretrained`` (safetensors)::
@@ -33,6 +38,7 @@ saved with ``save_pretrained`` (safetensors)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -75,11 +81,20 @@ def _draw_prompts(n: int, rng: np.random.Generator) -> list[str]:
     return [str(rng.choice(by_skill[s])) for s in skills]
 
 
-def near_miss(prompt: str, rng: np.random.Generator, p_any: float = 0.15) -> str:
+def near_miss(prompt: str, rng: np.random.Generator, p_any: float = 0.15, p_relation: float = 0.4) -> str:
     """Another train-split prompt: usually the same template with one or two words changed, else
-    (with probability ``p_any``) any."""
+    (with probability ``p_any``) any. For a position prompt, with probability ``p_relation``, the same
+    two objects in another relation or with their roles swapped ("A left of B" -> "A above B",
+    "B left of A"), so that the relation itself is what separates a positive from a negative."""
     if rng.random() < p_any:
         return str(rng.choice([p for p in prompts("train") if p != prompt]))
+    parsed = parse(prompt)
+    if parsed.relation is not None and rng.random() < p_relation:
+        a, b = (f"{o.colour} {o.shape}" for o in parsed.objects)
+        moved = [q for r in RELATIONS for q in (f"a {a} {r} a {b}", f"a {b} {r} a {a}")
+                 if q != prompt and split_of(q) == "train"]
+        if moved:
+            return str(rng.choice(moved))
     words = prompt.split()
     close = [q for q in prompts("train", skill_of(prompt)) if q != prompt and len(q.split()) == len(words)
              and sum(a != b for a, b in zip(q.split(), words)) <= 2]
@@ -89,14 +104,14 @@ def near_miss(prompt: str, rng: np.random.Generator, p_any: float = 0.15) -> str
     return str(rng.choice(close))
 
 
-def describe(image, objects: Sequence[FoundObject]) -> list[str]:
-    """Train-split prompts that ``image`` satisfies, built from what the oracle found in it.
+def describe(objects: Sequence[FoundObject]) -> list[str]:
+    """Train-split prompts that an image showing ``objects`` (as the oracle found them) satisfies.
 
     A pipeline sample that misses its own prompt ("two red circles" drawn as three) usually satisfies
     another one ("three red circles"): such pairs are positives that look exactly like the pipeline's
     images, next to the near misses that are negatives.
     """
-    objs = list(objects)
+    objs = tuple(objects)
     if not objs or any(o.shape == "blob" for o in objs):
         return []
     words = [f"{o.colour} {o.shape}" for o in objs]
@@ -113,53 +128,102 @@ def describe(image, objects: Sequence[FoundObject]) -> list[str]:
     keep = []
     for p in dict.fromkeys(out):
         try:
-            if split_of(p) == "train" and check(image, p).ok:
+            if split_of(p) == "train" and judge(objs, parse(p)).ok:
                 keep.append(p)
         except PromptError:  # e.g. "a circle and a circle" is not in the grammar
             continue
     return keep
 
 
-def patch_targets(image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Auxiliary targets per patch, from the oracle's reading of the pixels (so any image has them):
-    object class id [G*G] (0 = no centroid here), centroid in [-1, 1] [G*G, 2], colour mix [G*G, 1+K]."""
-    arr = np.asarray(image.convert("RGB"))
-    labels = torch.from_numpy(label_pixels(arr)).long()
-    mix = torch.nn.functional.one_hot(labels, 1 + len(COLOURS)).float()
+def targets_from(labels: np.ndarray, objects: Sequence[FoundObject]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Auxiliary targets per patch from the oracle's pixel labels [32, 32] and found objects: object
+    class id [G*G] (0 = no centroid here), centroid in [-1, 1] [G*G, 2], colour mix [G*G, 1+K]."""
+    mix = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), 1 + len(COLOURS)).float()
     mix = mix.reshape(GRID, PATCH, GRID, PATCH, -1).mean((1, 3)).reshape(GRID * GRID, -1)
     cls = torch.zeros(GRID * GRID, dtype=torch.long)
     xy = torch.zeros(GRID * GRID, 2)
     colours = list(COLOURS)
-    for o in find_objects(arr):
+    for o in objects:
         k = int(o.cy) // PATCH * GRID + int(o.cx) // PATCH
         cls[k] = 1 + colours.index(o.colour) * len(SHAPE_CLASSES) + SHAPE_CLASSES.index(o.shape)
         xy[k] = torch.tensor([o.cx, o.cy]) / (SIZE - 1) * 2 - 1
     return cls, xy, mix
 
 
+def patch_targets(image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`targets_from` the oracle's reading of an image (so any image has them)."""
+    arr = np.asarray(image.convert("RGB"))
+    return targets_from(label_pixels(arr), find_objects(arr))
+
+
 def _flip(image: Image.Image) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
-def _add_auxiliary(data: dict, log) -> bool:
-    """Per-image auxiliary targets (of each image and of its mirror image), and for pipeline samples the
-    train prompts they satisfy. Returns whether anything was added."""
-    added = False
-    if "aux_cls_flipped" not in data:
-        added = True
-        for suffix, view in (("", lambda im: im), ("_flipped", _flip)):
-            targets = [patch_targets(view(Image.fromarray(a.numpy()))) for a in data["images"]]
-            for k, name in enumerate(("aux_cls", "aux_xy", "aux_mix")):
-                data[name + suffix] = torch.stack([t[k] for t in targets])
-        log(event="auxiliary", images=len(data["images"]))
-    if "described" not in data:
-        added = True
-        described = {}
-        for i, _, _ in data["pools"]["sample_own"]:
-            described[i] = describe(_image(data, i, False), _objects(data, i))
-        data["described"] = described
-        log(event="described", samples_described=sum(bool(v) for v in described.values()))
-    return added
+def _shift(arr: np.ndarray, dx: int, dy: int, fill: int) -> np.ndarray:
+    """``arr`` [H, W, ...] moved right by ``dx`` and down by ``dy`` pixels, the uncovered part ``fill``."""
+    out = np.full_like(arr, fill)
+    h, w = arr.shape[:2]
+    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = \
+        arr[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    return out
+
+
+def _room(labels: np.ndarray) -> tuple[int, int, int, int]:
+    """How many pixels the labelled content can move (left, right, up, down) and keep a 1-pixel border:
+    so far, the oracle reads the moved image as the same objects, moved (a translation changes no
+    count, colour, shape or relation, so no label either)."""
+    ys, xs = np.nonzero(labels)
+    if len(ys) == 0:
+        return 0, 0, 0, 0
+    return max(0, xs.min() - 1), max(0, SIZE - 2 - xs.max()), max(0, ys.min() - 1), max(0, SIZE - 2 - ys.max())
+
+
+def read_images(data: dict, log) -> None:
+    """The oracle's reading of every image and of its mirror image (pixel labels, found objects, room to
+    move) and, for pipeline samples, the train prompts they satisfy. Recomputed at every start (about
+    two minutes for 16,000 images), never cached: they follow the current oracle."""
+    n = len(data["images"])
+    labels = np.zeros((n, 2, SIZE, SIZE), dtype=np.uint8)
+    room = np.zeros((n, 2, 4), dtype=np.int64)
+    objects = {}
+    for i in range(n):
+        arr = data["images"][i].numpy()
+        for f, view in enumerate((arr, arr[:, ::-1])):
+            labels[i, f] = label_pixels(view)
+            room[i, f] = _room(labels[i, f])
+            objects[i, bool(f)] = find_objects(np.ascontiguousarray(view))
+    data["labels"], data["room"], data["objects"] = labels, room, objects
+    data["described"] = {i: describe(objects[i, False]) for i, _, _ in data["pools"]["sample_own"]}
+    log(event="read", images=n, samples_described=sum(bool(v) for v in data["described"].values()))
+
+
+def _draw_view(data: dict, i: int, gen: np.random.Generator, p_flip: float, max_shift: int) -> tuple[bool, int, int]:
+    """A random view of image ``i``: mirrored with probability ``p_flip``, moved by up to ``max_shift``
+    pixels each way within its room."""
+    flipped = bool(gen.random() < p_flip)
+    left, right, up, down = (min(max_shift, int(r)) for r in data["room"][i, int(flipped)])
+    return flipped, int(gen.integers(-left, right + 1)), int(gen.integers(-up, down + 1))
+
+
+def _image(data: dict, i: int, flipped: bool = False, dx: int = 0, dy: int = 0) -> Image.Image:
+    arr = data["images"][i].numpy()
+    arr = arr[:, ::-1] if flipped else arr
+    return Image.fromarray(_shift(np.ascontiguousarray(arr), dx, dy, 255) if dx or dy else np.ascontiguousarray(arr))
+
+
+def _objects(data: dict, i: int, flipped: bool = False, dx: int = 0, dy: int = 0) -> tuple[FoundObject, ...]:
+    found = data["objects"][i, flipped]
+    if not (dx or dy):
+        return found
+    return tuple(dataclasses.replace(o, cx=o.cx + dx, cy=o.cy + dy) for o in found)
+
+
+def view_targets(data: dict, views: Sequence[tuple[int, bool, int, int]]):
+    """Stacked :func:`targets_from` for views (image index, mirrored, dx, dy)."""
+    rows = [targets_from(_shift(data["labels"][i, int(f)], dx, dy, 0), _objects(data, i, f, dx, dy))
+            for i, f, dx, dy in views]
+    return tuple(torch.stack(t) for t in zip(*rows))
 
 
 def make_pairs(images: Sequence[Image.Image], own: Sequence[str], rng: np.random.Generator, base: int):
@@ -176,15 +240,15 @@ def build_data(args, log) -> dict:
     path = args.work / "data.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
-        data.pop("objects", None)  # the oracle's reading of each image: found again by the current oracle
-        # Label again with the current oracle: the cached images stay valid when the oracle is refined.
+        # Only images and prompts are kept: everything the oracle reads off them is read again by the
+        # current oracle (caches of earlier versions also held patch targets and described prompts).
+        data = {k: data[k] for k in ("images", "pools", "prompts")}
+        read_images(data, log)
         for name in ("render_own", "sample_own"):
-            data["pools"][name] = [(i, p, bool(check(Image.fromarray(data["images"][i].numpy()), p).ok))
+            data["pools"][name] = [(i, p, judge(data["objects"][i, False], parse(p)).ok)
                                    for i, p, _ in data["pools"][name]]
         log(event="relabelled", **{n: round(sum(y for _, _, y in data["pools"][n]) / len(data["pools"][n]), 3)
                                    for n in ("render_own", "sample_own")})
-        if _add_auxiliary(data, log):
-            torch.save(data, path)
         return data
     rng = np.random.default_rng(args.seed)
     render_prompts = _draw_prompts(args.renders, rng)
@@ -214,60 +278,70 @@ def build_data(args, log) -> dict:
         "prompts": sorted(set(render_prompts) | set(sample_prompts)
                           | {p for pool in (r_other, s_other) for _, p, _ in pool}),
     }
-    _add_auxiliary(data, log)
     torch.save(data, path)
+    read_images(data, log)
     return data
 
 
 def mention_targets(objects: Sequence[FoundObject], prompt: str) -> list[list[int]]:
-    """Per colour or shape word of the prompt, in order, four targets (-100 = not applicable): how many
+    """Per colour or shape word of the prompt, in order, five targets (-100 = not applicable): how many
     found objects have this colour; how many have this shape; how many have this shape and the colour
-    named before it; for the last word of a position prompt, whether the relation holds. Counts are
-    capped at 3. The first two need one look at the image, the third binds words, the fourth places."""
+    named before it; for the last word of a position prompt, whether the relation holds; for the last
+    word of any prompt, how many objects the image holds in all. Counts are capped at 3. The first two
+    need one look at the image, the third binds words, the fourth places, the fifth closes the world
+    (a prompt is met only without extra objects)."""
     words = prompt.split()
     out = []
     for k, w in enumerate(words):
         shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
         if w in COLOURS:
-            out.append([min(3, sum(o.colour == w for o in objects)), -100, -100, -100])
+            out.append([min(3, sum(o.colour == w for o in objects)), -100, -100, -100, -100])
         elif shape in SHAPE_CLASSES:
             colour = words[k - 1] if k and words[k - 1] in COLOURS else None
             bound = -100 if colour is None else min(3, sum(o.shape == shape and o.colour == colour for o in objects))
-            out.append([-100, min(3, sum(o.shape == shape for o in objects)), bound, -100])
+            out.append([-100, min(3, sum(o.shape == shape for o in objects)), bound, -100, -100])
+    out[-1][4] = min(3, len(objects))
     parsed = parse(prompt)
     if parsed.relation is not None:
         out[-1][3] = int(judge(tuple(objects), parsed).detail["relation"])
     return out
 
 
-def _image(data: dict, i: int, flipped: bool) -> Image.Image:
-    image = Image.fromarray(data["images"][i].numpy())
-    return _flip(image) if flipped else image
+def mention_places(objects: Sequence[FoundObject], prompt: str) -> list[tuple[float, float] | None]:
+    """Per colour or shape word of the prompt, in order (as :func:`mention_targets`): for a shape word
+    with a colour before it, where the one object of that colour and shape is (centroid in [-1, 1]);
+    None elsewhere, and where the image holds no such object or more than one. Comparing the places of
+    a position prompt's two objects is what its relation asks; this supervises the look-up before it."""
+    words = prompt.split()
+    out: list[tuple[float, float] | None] = []
+    for k, w in enumerate(words):
+        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
+        if w in COLOURS:
+            out.append(None)
+        elif shape in SHAPE_CLASSES:
+            colour = words[k - 1] if k and words[k - 1] in COLOURS else None
+            hits = [o for o in objects if o.shape == shape and o.colour == colour]
+            out.append((hits[0].cx / (SIZE - 1) * 2 - 1, hits[0].cy / (SIZE - 1) * 2 - 1) if len(hits) == 1 else None)
+    return out
 
 
-def _objects(data: dict, i: int, flipped: bool = False) -> tuple[FoundObject, ...]:
-    cache = data.setdefault("objects", {})
-    if (i, flipped) not in cache:
-        cache[i, flipped] = find_objects(_image(data, i, flipped))
-    return cache[i, flipped]
-
-
-def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15, p_flip: float = 0.0):
-    """A batch mixed from the pools, with image indices, flips and per-mention targets. "other" rows get
-    a fresh prompt labelled by the oracle: for pipeline samples, half the time a prompt the sample
-    satisfies (when there is one); else a near miss (any train prompt with probability ``p_any``). With
-    probability ``p_flip`` a row shows the mirror image, labelled again by the oracle (a mirrored sample
-    is as plausible a pipeline output, and "left of" turns into "right of")."""
+def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15, p_flip: float = 0.0,
+           max_shift: int = 0):
+    """A batch mixed from the pools: views (image index, mirrored, dx, dy), images, prompts, labels and
+    per-mention targets (:func:`mention_targets`, :func:`mention_places`). "other" rows get a fresh
+    prompt labelled by the oracle: for pipeline samples, half the time a prompt the sample satisfies
+    (when there is one); else a near miss (any train prompt with probability ``p_any``). With
+    probability ``p_flip`` a row shows the mirror image, labelled again by the oracle (a mirrored sample is as plausible a pipeline output, and "left of" turns into
+    "right of"); every row is moved by up to ``max_shift`` pixels, which changes no label."""
     pools = data["pools"]
     names = list(MIX)
     which = gen.choice(len(names), size=batch, p=[MIX[n] for n in names])
-    index, flips, images, texts, labels = [], [], [], [], []
+    views, images, texts, labels = [], [], [], []
     for k in which:
         name = names[k]
         own = pools[name.replace("other", "own")]
         i, prompt, label = own[gen.integers(len(own))]
-        flipped = bool(gen.random() < p_flip)
-        image = _image(data, i, flipped)
+        flipped, dx, dy = _draw_view(data, i, gen, p_flip, max_shift)
         if name.endswith("other"):
             described = data["described"].get(i, []) if name.startswith("sample") else []
             if described and gen.random() < 0.5:
@@ -276,28 +350,21 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
                 base = str(gen.choice(described)) if described and gen.random() < 0.5 else prompt
                 prompt = near_miss(base, gen, p_any)
         if flipped or name.endswith("other"):
-            # The oracle's verdict from the cached objects: check() would find them again per row.
             label = judge(_objects(data, i, flipped), parse(prompt)).ok
-        index.append(i)
-        flips.append(flipped)
-        images.append(image)
+        views.append((i, flipped, dx, dy))
+        images.append(_image(data, i, flipped, dx, dy))
         texts.append(prompt)
         labels.append(float(label))
-    mentions = [mention_targets(_objects(data, i, f), t) for i, f, t in zip(index, flips, texts)]
-    return torch.tensor(index), torch.tensor(flips), images, texts, torch.tensor(labels), mentions
+    mentions = [(mention_targets(seen, t), mention_places(seen, t))
+                for seen, t in ((_objects(data, i, f, dx, dy), t) for (i, f, dx, dy), t in zip(views, texts))]
+    return views, images, texts, torch.tensor(labels), mentions
 
 
-def auxiliary_loss(head, features: torch.Tensor, data: dict, index: torch.Tensor,
-                   flips: torch.Tensor) -> torch.Tensor:
-    """Patch-level supervision of the vision tower (the head is used in training only, never saved);
-    ``flips`` picks the mirror image's targets row by row."""
+def auxiliary_loss(head, features: torch.Tensor, targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Patch-level supervision of the vision tower with :func:`view_targets` (the head is used in
+    training only, never saved)."""
     out = head(features)
-
-    def target(name):
-        plain, mirrored = data[name][index], data[name + "_flipped"][index]
-        return torch.where(flips.view(-1, *[1] * (plain.dim() - 1)), mirrored, plain)
-
-    cls, xy, mix = target("aux_cls"), target("aux_xy"), target("aux_mix")
+    cls, xy, mix = targets
     weight = torch.ones(AUX_CLASSES)
     weight[0] = 0.1  # most patches hold no centroid
     loss = torch.nn.functional.cross_entropy(out[..., :AUX_CLASSES].reshape(-1, AUX_CLASSES), cls.reshape(-1),
@@ -308,23 +375,29 @@ def auxiliary_loss(head, features: torch.Tensor, data: dict, index: torch.Tensor
     return loss - (mix * out[..., AUX_CLASSES + 2 :].log_softmax(-1)).sum(-1).mean()
 
 
-MENTION_OUTPUTS = 4 + 4 + 4 + 2
+MENTION_OUTPUTS = 4 + 4 + 4 + 2 + 4 + 2
 
 
 def mention_loss(head, hidden: torch.Tensor, input_ids: torch.Tensor, word_ids: torch.Tensor,
-                 mentions: list[list[list[int]]]) -> torch.Tensor:
+                 mentions: list[tuple[list[list[int]], list[tuple[float, float] | None]]]) -> torch.Tensor:
     """Supervision at the prompt's colour and shape words (the criterion text names no colour or shape,
-    so every such token is the prompt's): see :func:`mention_targets`. It teaches the words to look at
-    the image; the head is used in training only."""
+    so every such token is the prompt's): cross-entropy towards :func:`mention_targets` and squared
+    error towards :func:`mention_places`. It teaches the words to look at the image; the head is used
+    in training only."""
     rows, cols = torch.nonzero(torch.isin(input_ids, word_ids), as_tuple=True)
-    targets = torch.tensor([t for m in mentions for t in m])
+    targets = torch.tensor([t for m, _ in mentions for t in m])
+    places = [q for _, ps in mentions for q in ps]
     if len(targets) != len(rows):
         raise RuntimeError(f"{len(rows)} colour/shape tokens but {len(targets)} mention targets")
     out = head(hidden[rows, cols])
     loss = torch.zeros(())
-    for k, (lo, hi) in enumerate(((0, 4), (4, 8), (8, 12), (12, 14))):
+    for k, (lo, hi) in enumerate(((0, 4), (4, 8), (8, 12), (12, 14), (14, 18))):
         if (targets[:, k] >= 0).any():
             loss = loss + torch.nn.functional.cross_entropy(out[:, lo:hi], targets[:, k], ignore_index=-100)
+    placed = [j for j, q in enumerate(places) if q is not None]
+    if placed:
+        want = torch.tensor([places[j] for j in placed])
+        loss = loss + 4 * ((out[placed, 18:20] - want) ** 2).sum(-1).mean()
     return loss
 
 
@@ -337,7 +410,7 @@ def train(args, data: dict, log, monitor=None) -> tuple:
     (``--train-steps``): the whole model on yes/no answers, plus the patch-level loss at ``--aux-weight``
     and the word-level loss (:func:`mention_loss`) at ``--mention-weight``."""
     model, processor = build_vlm(args.seed, vision_hidden=args.width, vision_layers=args.layers,
-                                 text_hidden=args.width, text_layers=args.layers)
+                                 text_hidden=args.width, text_layers=args.text_layers or args.layers)
     verifier = wrap(model, processor)
     head = torch.nn.Linear(args.width, AUX_CLASSES + 2 + 1 + len(COLOURS))
     text_head = torch.nn.Linear(args.width, MENTION_OUTPUTS)
@@ -375,23 +448,22 @@ def train(args, data: dict, log, monitor=None) -> tuple:
         vision_only = step < args.vision_steps
         if vision_only:
             lr = _lr(args.vision_lr, step, args.vision_steps)
-            index = torch.from_numpy(gen.integers(len(data["images"]), size=args.vision_batch))
-            flips = torch.from_numpy(gen.random(args.vision_batch) < args.flip)
-            pixels = processor.image_processor([_image(data, int(i), bool(f)) for i, f in zip(index, flips)],
-                                               return_tensors="pt")["pixel_values"]
+            views = [(int(i), *_draw_view(data, int(i), gen, args.flip, args.shift))
+                     for i in gen.integers(len(data["images"]), size=args.vision_batch)]
+            pixels = processor.image_processor([_image(data, *v) for v in views], return_tensors="pt")["pixel_values"]
             tower(pixel_values=pixels)
-            loss = aux = auxiliary_loss(head, features["patches"], data, index, flips)
+            loss = aux = auxiliary_loss(head, features["patches"], view_targets(data, views))
             said = torch.tensor(float("nan"))
         else:
             lr = _lr(args.lr, step - args.vision_steps, args.train_steps)
             # Curriculum: early on, more unrelated prompts (easy negatives), then mostly near misses.
             warm = min(1.0, (step - args.vision_steps) / max(1, args.train_steps // 3))
-            index, flips, images, texts, labels, mentions = _batch(data, args.batch, gen, p_any=0.6 - 0.45 * warm,
-                                                                   p_flip=args.flip)
+            views, images, texts, labels, mentions = _batch(data, args.batch, gen, p_any=0.6 - 0.45 * warm,
+                                                            p_flip=args.flip, max_shift=args.shift)
             inputs = training_inputs(verifier, images, texts)
             out = model(**inputs, output_hidden_states=True)
             logits = out.logits[:, -1]
-            aux = auxiliary_loss(head, features["patches"], data, index, flips)
+            aux = auxiliary_loss(head, features["patches"], view_targets(data, views))
             said = mention_loss(text_head, out.hidden_states[-1], inputs["input_ids"], word_ids, mentions)
             loss = yes_no_loss(verifier, logits, labels) + args.aux_weight * aux + args.mention_weight * said
         for g in opt.param_groups:
@@ -499,10 +571,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aux-weight", type=float, default=0.3, help="weight of the vision auxiliary loss in stage 2")
     ap.add_argument("--mention-weight", type=float, default=1.0, help="weight of the mention loss in stage 2")
     ap.add_argument("--width", type=int, default=128, help="hidden size of the vision tower and the language model")
-    ap.add_argument("--layers", type=int, default=3, help="layers of each")
+    ap.add_argument("--layers", type=int, default=3, help="layers of the vision tower (and of the language model)")
+    ap.add_argument("--text-layers", type=int, default=4,
+                    help="layers of the language model (0: as --layers); the relation needs a look-up then a comparison")
     ap.add_argument("--lr", type=float, default=3e-4, help="stage 2 (the language model learns slowly or not at all at 1e-3)")
     ap.add_argument("--flip", type=float, default=0.5,
                     help="share of training rows shown as their mirror image (relabelled by the oracle)")
+    ap.add_argument("--shift", type=int, default=3,
+                    help="move each training image by up to this many pixels each way (within its border)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--monitor-every", type=int, default=500,
                     help="log agreement on tune-split pipeline samples (never eval) every this many steps; 0: never")
