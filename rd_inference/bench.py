@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,7 +54,9 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Clamped to contain p: in floating point centre + half can land a hair below p = 1 (n = 6, 21, ...),
+    # which made the plot's error bars negative.
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def check_disjoint(eval_prompts: Sequence[str], seen: Sequence[str]) -> None:
@@ -146,7 +150,9 @@ def plot(cells: Sequence[Cell], path: Path) -> None:
         mine = sorted((c for c in cells if c.method == method), key=lambda c: c.budget)
         line = one + mine
         ax.errorbar([c.budget for c in line], [c.accuracy for c in line],
-                    yerr=[[c.accuracy - c.ci_low for c in line], [c.ci_high - c.accuracy for c in line]],
+                    # Clipped at 0: files written before wilson() was clamped can hold 1 - 1e-16 above 1.
+                    yerr=[[max(0.0, c.accuracy - c.ci_low) for c in line],
+                          [max(0.0, c.ci_high - c.accuracy) for c in line]],
                     marker="o", capsize=3, label=method)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("denoiser forwards (multiples of one sample)")
@@ -160,7 +166,15 @@ def plot(cells: Sequence[Cell], path: Path) -> None:
 
 
 def write_outputs(cells: Sequence[Cell], out: Path, meta: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=2))
-    (out / "table.md").write_text(markdown_table(cells))
-    plot(cells, out / "accuracy_vs_nfe.png")
+    """results.json, table.md and accuracy_vs_nfe.png, all three or none: they are written to a
+    scratch folder beside ``out`` and moved in only once every one is written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        scratch = Path(tmp)
+        (scratch / "results.json").write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]},
+                                                         indent=2))
+        (scratch / "table.md").write_text(markdown_table(cells))
+        plot(cells, scratch / "accuracy_vs_nfe.png")
+        out.mkdir(exist_ok=True)
+        for name in ("results.json", "table.md", "accuracy_vs_nfe.png"):
+            os.replace(scratch / name, out / name)

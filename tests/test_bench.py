@@ -24,6 +24,10 @@ def test_wilson_interval():
     low, high = wilson(5, 10)
     assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
     assert wilson(0, 20)[0] == 0.0 and wilson(20, 20)[1] == 1.0
+    # The interval holds the estimate exactly, also where floating point once put 1 - 1e-16 above it.
+    for n in range(1, 80):
+        assert wilson(n, n)[1] == 1.0 and wilson(0, n)[0] == 0.0
+        assert all(wilson(k, n)[0] <= k / n <= wilson(k, n)[1] for k in range(n + 1))
 
 
 def test_eval_prompts_seen_in_training_or_tuning_are_refused(tmp_path):
@@ -45,6 +49,24 @@ def test_outputs_from_cells(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["cells"][1]["accuracy"] == 0.6
     assert "| bon | 4x | 0.600 [0.300, 0.800]" in markdown_table(cells)
     assert (tmp_path / "accuracy_vs_nfe.png").stat().st_size > 1000
+
+
+def test_a_perfect_cell_plots_and_a_failed_write_leaves_no_folder(tmp_path, monkeypatch):
+    from rd_inference import bench
+
+    lo, hi = wilson(57, 57)
+    perfect = [Cell("one", 1, 57, 0.7, 0.6, 0.8, 0.7, 20, 0.1, 0.1, 40),
+               Cell("sop", 16, 57, 1.0, lo, hi, 0.99, 276, 1.6, 0.0, 57)]
+    write_outputs(perfect, tmp_path / "ok", {})
+    assert (tmp_path / "ok" / "accuracy_vs_nfe.png").stat().st_size > 1000
+
+    def broken_plot(cells, path):
+        raise ValueError("plot failed")
+
+    monkeypatch.setattr(bench, "plot", broken_plot)
+    with pytest.raises(ValueError, match="plot failed"):
+        write_outputs(perfect, tmp_path / "bad", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
 
 
 def test_quick_bench_writes_table_json_and_plot(tmp_path):
