@@ -150,9 +150,7 @@ def plot(cells: Sequence[Cell], path: Path) -> None:
         mine = sorted((c for c in cells if c.method == method), key=lambda c: c.budget)
         line = one + mine
         ax.errorbar([c.budget for c in line], [c.accuracy for c in line],
-                    # Clipped at 0: files written before wilson() was clamped can hold 1 - 1e-16 above 1.
-                    yerr=[[max(0.0, c.accuracy - c.ci_low) for c in line],
-                          [max(0.0, c.ci_high - c.accuracy) for c in line]],
+                    yerr=[[c.accuracy - c.ci_low for c in line], [c.ci_high - c.accuracy for c in line]],
                     marker="o", capsize=3, label=method)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("denoiser forwards (multiples of one sample)")

@@ -156,10 +156,6 @@ def patch_targets(image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return targets_from(label_pixels(arr), find_objects(arr))
 
 
-def _flip(image: Image.Image) -> Image.Image:
-    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-
-
 def _shift(arr: np.ndarray, dx: int, dy: int, fill: int) -> np.ndarray:
     """``arr`` [H, W, ...] moved right by ``dx`` and down by ``dy`` pixels, the uncovered part ``fill``."""
     out = np.full_like(arr, fill)
@@ -208,8 +204,8 @@ def _draw_view(data: dict, i: int, gen: np.random.Generator, p_flip: float, max_
 
 def _image(data: dict, i: int, flipped: bool = False, dx: int = 0, dy: int = 0) -> Image.Image:
     arr = data["images"][i].numpy()
-    arr = arr[:, ::-1] if flipped else arr
-    return Image.fromarray(_shift(np.ascontiguousarray(arr), dx, dy, 255) if dx or dy else np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr[:, ::-1] if flipped else arr)
+    return Image.fromarray(_shift(arr, dx, dy, 255) if dx or dy else arr)
 
 
 def _objects(data: dict, i: int, flipped: bool = False, dx: int = 0, dy: int = 0) -> tuple[FoundObject, ...]:
@@ -283,6 +279,20 @@ def build_data(args, log) -> dict:
     return data
 
 
+def _mentions(prompt: str) -> list[tuple[str | None, str | None]]:
+    """Per colour or shape word of the prompt, in order: (colour, None) for a colour word, (the colour
+    named just before it or None, shape) for a shape word (plurals folded: "circles" -> "circle")."""
+    words = prompt.split()
+    out = []
+    for k, w in enumerate(words):
+        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
+        if w in COLOURS:
+            out.append((w, None))
+        elif shape in SHAPE_CLASSES:
+            out.append((words[k - 1] if k and words[k - 1] in COLOURS else None, shape))
+    return out
+
+
 def mention_targets(objects: Sequence[FoundObject], prompt: str) -> list[list[int]]:
     """Per colour or shape word of the prompt, in order, five targets (-100 = not applicable): how many
     found objects have this colour; how many have this shape; how many have this shape and the colour
@@ -290,14 +300,11 @@ def mention_targets(objects: Sequence[FoundObject], prompt: str) -> list[list[in
     word of any prompt, how many objects the image holds in all. Counts are capped at 3. The first two
     need one look at the image, the third binds words, the fourth places, the fifth closes the world
     (a prompt is met only without extra objects)."""
-    words = prompt.split()
     out = []
-    for k, w in enumerate(words):
-        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
-        if w in COLOURS:
-            out.append([min(3, sum(o.colour == w for o in objects)), -100, -100, -100, -100])
-        elif shape in SHAPE_CLASSES:
-            colour = words[k - 1] if k and words[k - 1] in COLOURS else None
+    for colour, shape in _mentions(prompt):
+        if shape is None:
+            out.append([min(3, sum(o.colour == colour for o in objects)), -100, -100, -100, -100])
+        else:
             bound = -100 if colour is None else min(3, sum(o.shape == shape and o.colour == colour for o in objects))
             out.append([-100, min(3, sum(o.shape == shape for o in objects)), bound, -100, -100])
     out[-1][4] = min(3, len(objects))
@@ -312,16 +319,10 @@ def mention_places(objects: Sequence[FoundObject], prompt: str) -> list[tuple[fl
     with a colour before it, where the one object of that colour and shape is (centroid in [-1, 1]);
     None elsewhere, and where the image holds no such object or more than one. Comparing the places of
     a position prompt's two objects is what its relation asks; this supervises the look-up before it."""
-    words = prompt.split()
     out: list[tuple[float, float] | None] = []
-    for k, w in enumerate(words):
-        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
-        if w in COLOURS:
-            out.append(None)
-        elif shape in SHAPE_CLASSES:
-            colour = words[k - 1] if k and words[k - 1] in COLOURS else None
-            hits = [o for o in objects if o.shape == shape and o.colour == colour]
-            out.append((hits[0].cx / (SIZE - 1) * 2 - 1, hits[0].cy / (SIZE - 1) * 2 - 1) if len(hits) == 1 else None)
+    for colour, shape in _mentions(prompt):
+        hits = [o for o in objects if o.shape == shape and o.colour == colour] if shape and colour else []
+        out.append((hits[0].cx / (SIZE - 1) * 2 - 1, hits[0].cy / (SIZE - 1) * 2 - 1) if len(hits) == 1 else None)
     return out
 
 
@@ -331,12 +332,12 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
     per-mention targets (:func:`mention_targets`, :func:`mention_places`). "other" rows get a fresh
     prompt labelled by the oracle: for pipeline samples, half the time a prompt the sample satisfies
     (when there is one); else a near miss (any train prompt with probability ``p_any``). With
-    probability ``p_flip`` a row shows the mirror image, labelled again by the oracle (a mirrored sample is as plausible a pipeline output, and "left of" turns into
-    "right of"); every row is moved by up to ``max_shift`` pixels, which changes no label."""
+    probability ``p_flip`` a row shows the mirror image, labelled again by the oracle (a mirrored sample
+    is as plausible a pipeline output, and "left of" turns into "right of"); every row is moved by up to ``max_shift`` pixels, which changes no label."""
     pools = data["pools"]
     names = list(MIX)
     which = gen.choice(len(names), size=batch, p=[MIX[n] for n in names])
-    views, images, texts, labels = [], [], [], []
+    views, images, texts, labels, mentions = [], [], [], [], []
     for k in which:
         name = names[k]
         own = pools[name.replace("other", "own")]
@@ -355,8 +356,8 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
         images.append(_image(data, i, flipped, dx, dy))
         texts.append(prompt)
         labels.append(float(label))
-    mentions = [(mention_targets(seen, t), mention_places(seen, t))
-                for seen, t in ((_objects(data, i, f, dx, dy), t) for (i, f, dx, dy), t in zip(views, texts))]
+        seen = _objects(data, i, flipped, dx, dy)
+        mentions.append((mention_targets(seen, prompt), mention_places(seen, prompt)))
     return views, images, texts, torch.tensor(labels), mentions
 
 
