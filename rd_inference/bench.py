@@ -107,10 +107,11 @@ def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], s
 def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: Sequence[str],
               budgets: Sequence[int], steps: int, guidance: float, settings: dict | None = None,
               log: Callable[[str], None] = print) -> list[Cell]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:  # before any cell runs, not after the first few
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(METHODS)}")
     cells = []
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
         for budget in [1] if method == "one" else [b for b in budgets if b > 1]:
             t0 = time.perf_counter()
             cell = run_cell(pipe, verifier, method, budget, prompts, seeds, steps=steps, guidance=guidance,

@@ -42,6 +42,25 @@ def test_eval_prompts_seen_in_training_or_tuning_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_unknown_methods_are_refused_before_any_work(tmp_path):
+    from rd_inference.bench import run_bench
+
+    # No pipeline or verifier is touched: the check comes before the first cell.
+    with pytest.raises(ValueError, match="unknown method.*'bogus'"):
+        run_bench(None, None, ["a red circle"], [0], methods=["one", "bogus"], budgets=[1], steps=2, guidance=1.0)
+    res = rd_tts("bench", "--methods", "one,bogus", "--out", tmp_path / "out", cwd=tmp_path)
+    assert res.returncode == 2 and "'bogus'" in res.stderr and "or 'all'" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_methods_all_and_default():
+    from rd_inference.bench import METHODS
+    from rd_inference.commands.bench import parse_methods
+
+    assert parse_methods("all") == list(METHODS)
+    assert parse_methods(" one, bon ,sop,zo ") == ["one", "bon", "sop", "zo"]
+
+
 def test_outputs_from_cells(tmp_path):
     cells = [Cell("one", 1, 10, 0.4, 0.2, 0.6, 0.5, 40, 0.1, 0.25, 4),
              Cell("bon", 4, 10, 0.6, 0.3, 0.8, 0.7, 160, 0.3, 0.0, 8)]
