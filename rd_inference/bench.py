@@ -59,6 +59,19 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
+def resolve_methods(methods: str | Sequence[str]) -> list[str]:
+    """Method names from a list or a comma-separated string; "all" is every method of ``METHODS``.
+    Unknown names are refused here, before any cell runs, not after the first few."""
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    names = list(METHODS) if list(methods) == ["all"] else list(methods)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(METHODS)}, or 'all'")
+    return names
+
+
 def check_disjoint(eval_prompts: Sequence[str], seen: Sequence[str]) -> None:
     """Refuse an evaluation set that shares a prompt with training or tuning data."""
     from .toyworld.prompts import normalise
@@ -104,12 +117,10 @@ def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], s
                 sum(nfes) / len(nfes), sum(seconds) / len(seconds), hacked / high if high else 0.0, high)
 
 
-def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: Sequence[str],
+def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: str | Sequence[str],
               budgets: Sequence[int], steps: int, guidance: float, settings: dict | None = None,
               log: Callable[[str], None] = print) -> list[Cell]:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:  # before any cell runs, not after the first few
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(METHODS)}")
+    methods = resolve_methods(methods)
     cells = []
     for method in methods:
         for budget in [1] if method == "one" else [b for b in budgets if b > 1]:

@@ -54,11 +54,10 @@ def test_unknown_methods_are_refused_before_any_work(tmp_path):
 
 
 def test_methods_all_and_default():
-    from rd_inference.bench import METHODS
-    from rd_inference.commands.bench import parse_methods
+    from rd_inference.bench import METHODS, resolve_methods
 
-    assert parse_methods("all") == list(METHODS)
-    assert parse_methods(" one, bon ,sop,zo ") == ["one", "bon", "sop", "zo"]
+    assert resolve_methods("all") == list(METHODS)
+    assert resolve_methods(" one, bon ,sop,zo ") == ["one", "bon", "sop", "zo"]
 
 
 def test_outputs_from_cells(tmp_path):
