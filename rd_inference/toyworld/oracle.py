@@ -165,8 +165,14 @@ def shape_of(mask: np.ndarray) -> str:
 
 def find_objects(image) -> tuple[FoundObject, ...]:
     """The objects the oracle sees in an image, ordered top-to-bottom, left-to-right."""
+    return objects_in(label_pixels(_as_array(image)))
+
+
+def objects_in(labels: np.ndarray) -> tuple[FoundObject, ...]:
+    """:func:`find_objects` from pixel labels already read (:func:`label_pixels`), for callers that
+    need both."""
     found = []
-    for lab, pix in _components(label_pixels(_as_array(image))):
+    for lab, pix in _components(labels):
         if len(pix) < MIN_AREA:
             continue
         ys = np.array([p[0] for p in pix])

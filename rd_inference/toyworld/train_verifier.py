@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rd_inference.toyworld.oracle import FoundObject, check, find_objects, judge, label_pixels
+from rd_inference.toyworld.oracle import FoundObject, check, judge, label_pixels, objects_in
 from rd_inference.toyworld.prompts import (
     COUNTS,
     RELATIONS,
@@ -152,8 +152,8 @@ def targets_from(labels: np.ndarray, objects: Sequence[FoundObject]) -> tuple[to
 
 def patch_targets(image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`targets_from` the oracle's reading of an image (so any image has them)."""
-    arr = np.asarray(image.convert("RGB"))
-    return targets_from(label_pixels(arr), find_objects(arr))
+    labels = label_pixels(np.asarray(image.convert("RGB")))
+    return targets_from(labels, objects_in(labels))
 
 
 def _shift(arr: np.ndarray, dx: int, dy: int, fill: int) -> np.ndarray:
@@ -188,7 +188,7 @@ def read_images(data: dict, log) -> None:
         for f, view in enumerate((arr, arr[:, ::-1])):
             labels[i, f] = label_pixels(view)
             room[i, f] = _room(labels[i, f])
-            objects[i, bool(f)] = find_objects(np.ascontiguousarray(view))
+            objects[i, bool(f)] = objects_in(labels[i, f])
     data["labels"], data["room"], data["objects"] = labels, room, objects
     data["described"] = {i: describe(objects[i, False]) for i, _, _ in data["pools"]["sample_own"]}
     log(event="read", images=n, samples_described=sum(bool(v) for v in data["described"].values()))
@@ -263,11 +263,10 @@ def build_data(args, log) -> dict:
         samples += out
         if len(samples) % 640 == 0:
             log(event="sampled", n=len(samples))
-    ok = [check(im, p).ok for im, p in zip(samples, sample_prompts)]
-    log(event="samples", n=len(samples), pass_rate=round(sum(ok) / len(ok), 3))
     images = renders + samples
     r_own, r_other = make_pairs(renders, render_prompts, rng, 0)
     s_own, s_other = make_pairs(samples, sample_prompts, rng, len(renders))
+    log(event="samples", n=len(samples), pass_rate=round(sum(ok for _, _, ok in s_own) / len(s_own), 3))
     data = {
         "images": torch.from_numpy(np.stack([np.asarray(im) for im in images])),
         "pools": {"render_own": r_own, "render_other": r_other, "sample_own": s_own, "sample_other": s_other},
