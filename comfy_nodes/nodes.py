@@ -172,13 +172,22 @@ class SearchOverPathsSampler(io.ComfyNode):
                 io.Float.Input("sigma_start", default=d["sigma_start"], min=0.0, max=1.0, step=0.01,
                                tooltip="Noise level where the search starts branching."),
                 io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
+                # Optional, so graphs saved before these existed still validate.
+                io.Float.Input("widen", default=d["widen"], min=1.0, max=64.0, step=0.5, optional=True,
+                               tooltip="Initial paths per kept path: start widen x N paths, verify them at "
+                               "sigma_start and keep the best N (1 = the paper's search)."),
+                io.Boolean.Input("rollover", default=d["rollover"], optional=True,
+                                 tooltip="A round stops at the first branch that beats the kept paths; the "
+                                 "forwards it did not use go to the next round (rollover budget forcing)."),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
-    def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch) -> io.NodeOutput:
-        params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start}
+    def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch, widen=1.0,
+                rollover=False) -> io.NodeOutput:
+        params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start,
+                  "widen": widen, "rollover": rollover}
         return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
                                             prompt=prompt, max_batch=max_batch))
 
@@ -198,7 +207,9 @@ class SearchKSampler(io.ComfyNode):
                 io.Latent.Input("latent_image", tooltip="Batch size 1."),
                 *_search_inputs(),
                 io.Combo.Input("strategy", options=list(STRATEGIES), default="sop",
-                               tooltip="sop: Search over Paths; bon: Best-of-N; zo: zero-order search."),
+                               tooltip="sop: Search over Paths; bon: Best-of-N; zo: zero-order search; beam: beam "
+                               "search with look-ahead; fk: Feynman-Kac particles; prune: staged pruning of "
+                               "Best-of-N; evo: evolutionary search over noise and intermediate latents."),
                 io.String.Input("budget", default="4x", tooltip="Denoiser forwards ('400') or a multiple of one "
                                 "sample's cost ('4x'); the strategy is sized to fit."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),

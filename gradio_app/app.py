@@ -17,16 +17,19 @@ from .backend import Backend, _blank, readable_errors
 from .plot import search_figure
 
 STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
-              ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune")]
+              ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune"),
+              ("Evolutionary search", "evo")]
 STRATEGY_NAMES = {value: label for label, value in STRATEGIES}
 QUANTIZATIONS = ["none", "8bit", "4bit"]
 
 # Field defaults; build_demo(defaults=...) overrides them (tests use few steps).
 DEFAULTS: dict[str, Any] = {
     "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
-    "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "steps": None, "guidance": None,
+    "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "rollover": False,
+    "steps": None, "guidance": None,
     "model": "", "verifier": "", "quantization": "none",
 }
+SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover")  # the page's SoP fields
 DISPLAY_SIZE = 256  # tiny toy images are upscaled (nearest) so the page shows pixels, not blur
 
 
@@ -44,10 +47,10 @@ def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
         sop = model_defaults(EMBEDDED_PIPELINE).get("strategies", {}).get("sop", {})
     except (OSError, ValueError):  # the embedded model is not installed: the page says so elsewhere
         return {}
-    return {k: sop[k] for k in ("m", "sigma_start", "delta_f", "delta_b") if k in sop}
+    return {k: sop[k] for k in SOP_FIELDS if k in sop}
 
 
-def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple[str, dict]:
+def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.0, rollover=False) -> tuple[str, dict]:
     """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
     if strategy == "one":
         return "bon", {"n": 1}
@@ -55,7 +58,7 @@ def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple
         return "bon", {"n": int(n)}
     if strategy == "sop":
         return "sop", {"n": int(n), "m": int(m), "sigma_start": float(sigma_start), "delta_f": float(delta_f),
-                       "delta_b": float(delta_b)}
+                       "delta_b": float(delta_b), "widen": float(widen), "rollover": bool(rollover)}
     if strategy == "zo":
         return "zo", {"neighbors": int(n), "rounds": int(m)}
     if strategy == "beam":
@@ -64,6 +67,8 @@ def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b) -> tuple
         return "fk", {"particles": int(n)}
     if strategy == "prune":
         return "prune", {"n": int(n)}
+    if strategy == "evo":
+        return "evo", {"population": int(n), "elites": int(m)}
     raise gr.Error(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGY_NAMES.values())}")
 
 
@@ -86,9 +91,9 @@ def summary_markdown(result, label: str) -> str:
     phases = " · ".join(f"{k} {sec[k]:.2f}" for k in ("encode", "denoise", "decode", "verify", "move") if k in sec)
     return (
         f"**{label}** ({params}) — chosen node {result.node_id}, score **{result.score:.4f}**\n\n"
-        "| denoiser forwards | planned | decodes | images verified | verifier calls | paths |\n"
-        "|---|---|---|---|---|---|\n"
-        f"| {c['nfe']} | {cfg['planned_nfe']} | {c['decodes']} | {c['verifier_images']} | "
+        "| denoiser forwards spent | planned | budget | decodes | images verified | verifier calls | paths |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"| {c['nfe']} | {c['planned_nfe']} | {c['budget_nfe'] or '-'} | {c['decodes']} | {c['verifier_images']} | "
         f"{c['verifier_batches']} | {c['paths']} |\n\n"
         f"seconds: {phases} · **total {sec['total']:.2f}**"
     )
@@ -121,12 +126,12 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         search_figure(result.tree.plot_data(result.node_id), title), summary_markdown(result, label)]
 
     def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
-                 delta_b, steps, guidance, model, verifier_spec, quantization,
+                 delta_b, widen, rollover, steps, guidance, model, verifier_spec, quantization,
                  progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress tracker by this default)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
-        params = (n, m, sigma_start, delta_f, delta_b)
+        params = (n, m, sigma_start, delta_f, delta_b, widen, rollover)
         with readable_errors("Generate"):
             progress(0.0, desc="loading models")
             pipe = backend.model(model)
@@ -227,12 +232,16 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                     with gr.Accordion("Advanced", open=False):
                         n = gr.Number(d["n"], precision=0, label="N: paths kept (SoP), samples (BoN), "
                                       "neighbours per round (zero-order), beams, particles (FK), "
-                                      "starting paths (pruning)")
+                                      "starting paths (pruning), population (evolutionary)")
                         m = gr.Number(d["m"], precision=0, label="M: branches per path (SoP), rounds (zero-order), "
-                                      "children per beam")
+                                      "children per beam, elites (evolutionary)")
                         sigma_start = gr.Slider(0.0, 1.0, d["sigma_start"], step=0.01, label="σ_start (SoP)")
                         delta_f = gr.Slider(0.01, 1.0, d["delta_f"], step=0.01, label="Δf: re-noise forward (SoP)")
                         delta_b = gr.Slider(0.01, 1.0, d["delta_b"], step=0.01, label="Δb: denoise back (SoP)")
+                        widen = gr.Number(d["widen"], label="Widen (SoP): initial paths per kept path, selected "
+                                          "at σ_start (1 = the paper)")
+                        rollover = gr.Checkbox(d["rollover"], label="Rollover (SoP): a round stops at the first "
+                                               "improving branch; its unused forwards go to the next round")
                         steps = gr.Number(d["steps"], precision=0, label="Steps (empty = model default)")
                         guidance = gr.Number(d["guidance"], label="Guidance scale (empty = model default)")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -257,7 +266,8 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             compare.change(lambda on: [gr.update(visible=on)] * 3, compare, [strategy_b, column_b, column_b2],
                            queue=False, api_visibility="private")
             run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start,
-                                 delta_f, delta_b, steps, guidance, model, verifier_spec, quantization],
+                                 delta_f, delta_b, widen, rollover, steps, guidance, model, verifier_spec,
+                                 quantization],
                       [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
                       api_name="generate", concurrency_id="device", concurrency_limit=1)
             why.click(explain, [state, criteria, verifier_spec, quantization], rationale, api_name="rationale",

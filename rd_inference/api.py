@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ class SearchResult:
     node_id: int
     tree: SearchTree
     candidates: dict[int, Image.Image]  # every verified node's image
-    counts: dict[str, Any]  # denoiser forwards, decodes, verifier calls, seconds per phase
+    counts: dict[str, Any]  # denoiser forwards spent and planned, the budget, decodes, verifier calls, seconds
     config: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -165,6 +166,7 @@ def run_search(
     params = {**strat.defaults, **params}
     strat.validate(params)
     per_step = den.forwards_per_step
+    nfe_budget = None
     if budget is not None:
         nfe_budget = parse_budget(budget, den.schedule.num_steps * per_step)
         fitted = strat.fit(nfe_budget, den.schedule, per_step, params)
@@ -176,6 +178,13 @@ def run_search(
             )
         params = fitted
     planned = strat.nfe(den.schedule, per_step, params)
+    budget_note = None
+    if nfe_budget is not None and planned < 0.95 * nfe_budget:
+        # Sizes come in whole paths and branches; with few steps one more does not fit.
+        budget_note = (f"strategy {strat.name!r} with these settings can spend only {planned} of the {nfe_budget} "
+                       "denoiser forwards (one more path or branch does not fit); a larger budget, more steps or "
+                       "other levels spend it all")
+        warnings.warn(budget_note, stacklevel=2)
     done = 0
 
     def on_step(forwards: int) -> None:
@@ -196,6 +205,7 @@ def run_search(
         "params": params,
         "budget": budget,
         "planned_nfe": planned,
+        "budget_note": budget_note,
         "seed": seed,
         "model": model,
         "denoiser": den.config(),
@@ -211,7 +221,7 @@ def run_search(
     node = ctx.tree[node_id]
     result = SearchResult(
         image=ctx.images[node_id], score=node.score, node_id=node_id, tree=ctx.tree, candidates=ctx.images,
-        counts=den.ledger.to_dict(), config=config,
+        counts={**den.ledger.to_dict(), "planned_nfe": planned, "budget_nfe": nfe_budget}, config=config,
     )
     if out is not None:
         result.save(out)

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .api import search
@@ -28,6 +28,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "beam": ("beam", {}),
     "fk": ("fk", {}),
     "prune": ("prune", {}),
+    "evo": ("evo", {}),
 }
 
 
@@ -44,6 +45,9 @@ class Cell:
     seconds_per_item: float
     hack_rate: float  # share of picks with score >= threshold that fail the oracle
     high_score_picks: int
+    budget_nfe: float = 0.0  # the budget in denoiser forwards (a single sample's cost for "one")
+    passes: list[bool] = field(default_factory=list)  # the oracle's verdict per (prompt, seed), in order
+    vs_bon: str = ""  # paired difference against Best-of-N at the same budget, same pairs
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -93,7 +97,7 @@ def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], s
 
     strategy, fixed = METHODS[method]
     params = {**fixed, **(settings or {}).get(method, {})}
-    oks, scores, nfes, seconds, high, hacked = [], [], [], [], 0, 0
+    oks, scores, nfes, caps, seconds, high, hacked = [], [], [], [], [], 0, 0
     for prompt in prompts:
         for seed in seeds:
             try:
@@ -108,13 +112,15 @@ def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], s
             oks.append(ok)
             scores.append(result.score)
             nfes.append(result.counts["nfe"])
+            caps.append(result.counts["budget_nfe"] or result.counts["planned_nfe"])
             seconds.append(result.counts["seconds"]["total"])
             if result.score >= hack_threshold:
                 high += 1
                 hacked += not ok
     low, up = wilson(sum(oks), len(oks))
     return Cell(method, budget, len(oks), sum(oks) / len(oks), low, up, sum(scores) / len(scores),
-                sum(nfes) / len(nfes), sum(seconds) / len(seconds), hacked / high if high else 0.0, high)
+                sum(nfes) / len(nfes), sum(seconds) / len(seconds), hacked / high if high else 0.0, high,
+                sum(caps) / len(caps), oks)
 
 
 def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: str | Sequence[str],
@@ -132,20 +138,35 @@ def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, m
                 continue
             cells.append(cell)
             log(f"{method:>6} {budget:>3}x  accuracy {cell.accuracy:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]  "
-                f"score {cell.mean_score:.3f}  hack {cell.hack_rate:.3f}  ({time.perf_counter() - t0:.0f} s)")
+                f"score {cell.mean_score:.3f}  hack {cell.hack_rate:.3f}  forwards {cell.mean_nfe:.0f}/"
+                f"{cell.budget_nfe:.0f}  ({time.perf_counter() - t0:.0f} s)")
+    add_paired(cells, [p for p in prompts for _ in seeds])
     return cells
+
+
+def add_paired(cells: Sequence[Cell], groups: Sequence[str]) -> None:
+    """Fill each cell's ``vs_bon``: the paired difference against Best-of-N at its budget (bootstrap over
+    prompts, so the seeds of one prompt move together)."""
+    from .paired import paired
+
+    bon = {c.budget: c for c in cells if c.method == "bon"}
+    for c in cells:
+        ref = bon.get(c.budget)
+        if c.method != "bon" and ref is not None and c.passes and len(c.passes) == len(ref.passes):
+            c.vs_bon = paired(c.passes, ref.passes, groups=groups).text()
 
 
 def markdown_table(cells: Sequence[Cell]) -> str:
     lines = [
         ("| method | budget (x one sample) | oracle accuracy [95% CI] | mean verifier score | reward-hacking rate "
-        "| s / prompt | denoiser forwards used |"),
-        "|---|---|---|---|---|---|---|",
+        "| s / prompt | denoiser forwards spent / budget | vs Best-of-N, paired (pts [95% CI] (wins:losses)) |"),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         lines.append(
             f"| {c.method} | {c.budget}x | {c.accuracy:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] | {c.mean_score:.3f} "
-            f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} | {c.mean_nfe:.0f} |"
+            f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} "
+            f"| {c.mean_nfe:.0f} / {c.budget_nfe:.0f} | {c.vs_bon} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -24,10 +24,10 @@ from rd_inference.verifier_loading import load_verifier
 CHROMIUM = "/usr/bin/chromium"
 SLOW = "slow-tiny-sd"  # model field value that loads the tiny pipeline with a sleep per denoiser forward
 # A generate request: prompt, criteria, strategy, budget, seed, compare, strategy_b, N, M, σ_start, Δf, Δb,
-# steps, guidance, model, verifier, quantization.
+# widen, rollover, steps, guidance, model, verifier, quantization.
 SOP = {"prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "budget": "4x", "seed": 0,
        "compare": False, "strategy_b": "bon", "n": 2, "m": 2, "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5,
-       "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
+       "widen": 1.0, "rollover": False, "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
 
 
 def request(**changes):
@@ -235,9 +235,9 @@ def test_changing_criteria_reuses_the_loaded_vlm(tiny_vlms):
 
 
 def test_the_embedded_model_brings_its_tuned_search_settings():
-    from gradio_app.app import embedded_sop_settings
+    from gradio_app.app import SOP_FIELDS, embedded_sop_settings
     from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
 
     tuned = model_defaults(EMBEDDED_PIPELINE)["strategies"]["sop"]
-    assert embedded_sop_settings(Backend(device="cpu")) == {k: tuned[k] for k in ("m", "sigma_start", "delta_f", "delta_b")}
+    assert embedded_sop_settings(Backend(device="cpu")) == {k: tuned[k] for k in SOP_FIELDS if k in tuned}
     assert embedded_sop_settings(Backend(load_model=lambda spec: None, device="cpu")) == {}

@@ -1,4 +1,5 @@
-"""Beam search with look-ahead, Feynman-Kac particles and staged pruning on two families (VP and flow)."""
+"""Beam search with look-ahead, Feynman-Kac particles, staged pruning and evolutionary search on two families
+(VP and flow)."""
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ SETTINGS = {
     "beam": {"beams": 2, "children": 2, "lookahead": 2, "every": 3},
     "fk": {"particles": 4, "every": 3, "ess": 1.0},
     "prune": {"n": 6, "prune_at": (0.25, 0.5), "keep": 0.5},
+    "evo": {"population": 3, "elites": 2, "levels": (0.0, 0.25, 0.5), "extra": 1},
 }
 
 
@@ -27,6 +29,8 @@ def expected_nfe(strategy: str, per_step: int) -> int:
         return per_step * (first + segments + lookahead)
     if strategy == "fk":
         return per_step * 4 * 8
+    if strategy == "evo":  # generations start at steps 0, 2, 4 with 3, 3, 3 + 1 children; 2 parents predicted
+        return per_step * (3 * 8 + (3 * 6 + 2) + (4 * 4 + 2))
     return per_step * (6 * 2 + 3 * 2 + 2 * 4)  # prune at steps 2 and 4: 6 -> 3 -> 2 paths
 
 
@@ -107,6 +111,12 @@ def test_beam_climbs_the_verifier():
         ("prune", {"prune_at": (0.0, 0.5)}, r"prune_at must be fractions of the schedule in \(0, 1\)"),
         ("prune", {"keep": 1.5}, r"keep must be a fraction in \(0, 1\]"),
         ("prune", {"keep": 0.0}, r"keep must be a fraction in \(0, 1\]"),
+        ("evo", {"levels": (0.2, 0.5)}, "levels must start at 0"),
+        ("evo", {"levels": (0.0, 0.5, 0.5)}, "levels must start at 0"),
+        ("evo", {"beta": 1.0}, r"beta must be in \(0, 1\)"),
+        ("evo", {"elites": 0}, "population and elites must be >= 1"),
+        ("sop", {"widen": 0.5}, "widen must be >= 1"),
+        ("sop", {"rollover": "yes"}, "rollover must be true or false"),
     ],
 )
 def test_bad_settings(strategy, kwargs, match):
@@ -132,3 +142,35 @@ def test_posterior_step_keeps_the_forward_marginals(space, eta):
     a, s = sched.alpha[2].item(), sched.sigma[2].item()
     assert y.mean().item() == pytest.approx(a * 0.5, abs=0.01)
     assert y.var().item() == pytest.approx(a * a * 0.09 + s * s, rel=0.02)
+
+
+def test_evolution_climbs_the_verifier_and_keeps_the_best():
+    result = search(tiny_sd(), "two red circles", verifier=BrightnessVerifier(), strategy="evo", population=6,
+                    elites=2, levels=(0.0, 0.3, 0.6), steps=12, height=16, width=16, seed=0)
+    best = {}
+    for node in result.tree.nodes:
+        best[node.round] = max(best.get(node.round, -1.0), node.score)
+    assert best[max(best)] >= best[0]
+    assert result.score == max(n.score for n in result.tree.nodes)  # the best of every generation
+    mutants = [n for n in result.tree.nodes if n.round > 0]
+    assert mutants and all(result.tree[n.parent].round < n.round for n in mutants)
+
+
+def test_mutation_keeps_the_level_marginal():
+    """A mutant of a latent at grid point e has the marginal of that level when the x0-prediction is exact."""
+    from types import SimpleNamespace
+
+    from rd_inference.strategies.evolutionary import mutate
+
+    abar = torch.tensor([0.05, 0.4, 1.0], dtype=torch.float64)
+    sched = Schedule("vp", "epsilon", torch.arange(2), abar.sqrt(), (1 - abar).sqrt(), 1 - abar)
+    g = torch.Generator().manual_seed(0)
+    count = 200_000
+    x0 = 0.5 + 0.3 * torch.randn(count, 1, generator=g, dtype=torch.float64)
+    x = sched.alpha[1] * x0 + sched.sigma[1] * torch.randn(count, 1, generator=g, dtype=torch.float64)
+    den = SimpleNamespace(sample_noise=lambda gens, shape: torch.randn(*shape, generator=g, dtype=torch.float64))
+    ctx = SimpleNamespace(denoiser=den, schedule=sched, predict=lambda x, e: x0)
+    y = mutate(ctx, x, list(range(count)), 1, 0.6, [None] * count)
+    assert y.mean().item() == pytest.approx(x.mean().item(), abs=0.01)
+    assert y.var().item() == pytest.approx(x.var().item(), rel=0.02)
+    assert torch.corrcoef(torch.stack([x[:, 0], y[:, 0]]))[0, 1] < 0.99  # and it did move

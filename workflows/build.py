@@ -112,7 +112,7 @@ def sdxl() -> dict:
         6: _verifier("4bit"),
         7: {"type": "RDSearchOverPathsSampler", "pos": [400, 700],
             "widgets": [("prompt", prompt), ("n", 2), ("m", 2), ("delta_f", 0.78), ("delta_b", 0.81),
-                        ("sigma_start", 0.11), ("max_batch", 4)],
+                        ("sigma_start", 0.11), ("max_batch", 4), ("widen", 1.0), ("rollover", False)],
             "links": {"verifier": (6, 0), "vae": (2, 2)}},
         8: {"type": "CFGGuider", "pos": [820, 0], "widgets": [("cfg", 6.0)],
             "links": {"model": (2, 0), "positive": (3, 0), "negative": (4, 0)}},

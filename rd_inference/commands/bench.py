@@ -20,18 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", default="1,4,8,16", help="multiples of one sample's denoiser forwards")
     # The default is the four methods the comparison is about (6 min 39 s at the default size on 2 idle
     # CPU cores); "all" adds beam, fk and prune, which doubles the time.
-    p.add_argument("--methods", default="one,bon,sop,zo",
-                   help="comma-separated methods, or 'all' (one,bon,sop,zo,beam,fk,prune)")
+    p.add_argument("--methods", default="one,bon,sop,zo,evo",
+                   help="comma-separated methods, or 'all' (one,bon,sop,zo,evo,beam,fk,prune)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def _spread(items: tuple[str, ...], k: int) -> list[str]:
-    """``k`` items evenly spread over a sequence (deterministic)."""
-    if k >= len(items):
-        return list(items)
-    return [items[round(i * (len(items) - 1) / max(k - 1, 1))] for i in range(k)]
 
 
 def seen_prompts(*folders: Path) -> list[str]:
@@ -52,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import check_disjoint, resolve_methods, run_bench, write_outputs
     from ..pipelines import default_model_path, load_pipeline, model_defaults
-    from ..toyworld.prompts import SKILLS, prompts
+    from ..toyworld.prompts import SKILLS, prompts, spread
     from ..verifier_loading import default_verifier_path, load_verifier
 
     if args.threads:
@@ -65,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.prompts} has no prompts")
     else:
         per_skill = 1 if args.quick else args.per_skill
-        eval_prompts = [p for skill in SKILLS for p in _spread(prompts("eval", skill), per_skill)]
+        eval_prompts = [p for skill in SKILLS for p in spread(prompts("eval", skill), per_skill)]
     check_disjoint(eval_prompts, seen_prompts(model_dir, verifier_dir))
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     # 8x, not 4x: the smallest Search over Paths run with the tuned settings costs about 4.6 samples.

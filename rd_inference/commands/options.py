@@ -14,6 +14,13 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
 def strategy_flags() -> dict[str, tuple[str, type]]:
     """``--flag`` -> (setting, parser) for every setting of every strategy, derived from their defaults so a
     new strategy's settings appear on the command line by themselves."""
@@ -22,7 +29,7 @@ def strategy_flags() -> dict[str, tuple[str, type]]:
     flags = {}
     for strategy in STRATEGIES.values():
         for name, default in strategy.defaults.items():
-            kind = _floats if isinstance(default, tuple) else type(default)
+            kind = _floats if isinstance(default, tuple) else _bool if isinstance(default, bool) else type(default)
             flags["--" + name.replace("_", "-")] = (name, kind)
     return flags
 
@@ -46,7 +53,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="pick the best verifier score, or run a pairwise tournament over the best finished images")
     p.add_argument("--tournament-k", type=int, default=4)
     p.add_argument("--strategy", default="sop", help="sop (Search over Paths), bon (Best-of-N), zo (zero-order), "
-                   "beam (beam search with look-ahead), fk (Feynman-Kac particles), prune (staged pruning)")
+                   "beam (beam search with look-ahead), fk (Feynman-Kac particles), prune (staged pruning), "
+                   "evo (evolutionary search)")
     p.add_argument("--budget", default=None, help="denoiser forwards (e.g. 400) or a multiple of one sample (e.g. 4x)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None, help="guidance scale")

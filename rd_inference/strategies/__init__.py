@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import beam, best_of_n, particles, prune, search_over_paths, zero_order
+from . import beam, best_of_n, evolutionary, particles, prune, search_over_paths, zero_order
 from .context import NodeReached, SearchContext
 
 
@@ -50,9 +50,10 @@ STRATEGIES: dict[str, Strategy] = {
     "beam": Strategy("beam", beam.beam, beam),
     "fk": Strategy("fk", particles.feynman_kac, particles),
     "prune": Strategy("prune", prune.prune, prune),
+    "evo": Strategy("evo", evolutionary.evolutionary, evolutionary),
 }
 ALIASES = {"best_of_n": "bon", "search_over_paths": "sop", "zero_order": "zo", "dlbs": "beam",
-           "feynman_kac": "fk"}
+           "feynman_kac": "fk", "evolutionary": "evo", "evosearch": "evo"}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -92,6 +92,18 @@ class SearchContext:
         self._stop_if_reached(nodes, x0)
         return x_end, x0
 
+    def denoise_through(self, x: torch.Tensor, nodes: Sequence[Node], gens, stops: Sequence[int]):
+        """Like :meth:`denoise`, also returning the latents at each grid point of ``stops`` on the way
+        ({point: latents}), for strategies that restart later from a path's intermediate state."""
+        start, end = nodes[0].start, nodes[0].end
+        saved = {}
+        for a, b in zip([start, *stops], [*stops, end]):
+            x, x0 = self.denoiser.denoise(x, a, b, gens, on_step=self.on_step)
+            if b != end:
+                saved[b] = x
+        self._stop_if_reached(nodes, x0)
+        return saved, x0
+
     def _stop_if_reached(self, nodes: Sequence[Node], x0: torch.Tensor) -> None:
         """In a replay for :func:`~rd_inference.regenerate`: stop once the wanted node has its prediction."""
         if self.stop_at_node is None:

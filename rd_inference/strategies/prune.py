@@ -51,9 +51,27 @@ def validate(n=8, prune_at=(0.3, 0.6), keep=0.5) -> None:
 
 
 def fit(budget: int, num_steps: int, forwards_per_step: int, **params) -> dict:
-    """The largest starting ``n`` whose pruned cost fits ``budget``."""
+    """The largest starting ``n`` whose pruned cost fits ``budget``; when that leaves more than 5% unspent,
+    the ``keep`` fraction within 0.25 of the given one that spends the most (ties: the nearest)."""
     params = {**DEFAULTS, **params}
-    n = 0
-    while nfe(num_steps, forwards_per_step, **{**params, "n": n + 1}) <= budget:
-        n += 1
-    return {**params, "n": n}
+
+    def sized(keep: float) -> dict:
+        p, n = {**params, "keep": keep}, 0
+        while nfe(num_steps, forwards_per_step, **{**p, "n": n + 1}) <= budget:
+            n += 1
+        return {**p, "n": n}
+
+    def spent(p: dict) -> int:
+        return nfe(num_steps, forwards_per_step, **p) if p["n"] else 0
+
+    keep = float(params["keep"])
+    best = sized(keep)
+    if spent(best) < 0.95 * budget:
+        for k in range(-5, 6):
+            other = round(keep + 0.05 * k, 4)
+            if 0.0 < other <= 1.0:
+                cand = sized(other)
+                if spent(cand) > spent(best) or (spent(cand) == spent(best)
+                                                 and abs(other - keep) < abs(best["keep"] - keep)):
+                    best = cand
+    return best

@@ -166,5 +166,12 @@ def prompts(split: str, skill: str | None = None) -> tuple[str, ...]:
     return tuple(p for p in all_prompts(skill) if table[p] == split)
 
 
+def spread(items: tuple[str, ...], k: int) -> list[str]:
+    """``k`` items evenly spread over a sequence (deterministic); all of them when ``k >= len(items)``."""
+    if k >= len(items):
+        return list(items)
+    return [items[round(i * (len(items) - 1) / max(k - 1, 1))] for i in range(k)]
+
+
 def skill_of(prompt: str) -> str:
     return parse(prompt).skill

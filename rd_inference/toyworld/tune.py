@@ -1,11 +1,13 @@
-"""Tune the search defaults on the toy world's ``tune`` split (never on ``eval``).
+"""Tune the search defaults on the toy world's ``tune`` split (never on ``eval``), paired against Best-of-N.
 
-A handful of configurations, each run on a few tune-split prompts per skill x seeds at one budget; the
-table reports oracle accuracy and mean verifier score per configuration. The chosen settings go into the
-shipped pipeline's ``rd_inference_defaults.json`` by hand (or with ``--write``), and the table into the
-model card.
+Every configuration runs on the same (prompt, seed) pairs at each budget; each pair's oracle verdict is
+recorded (one JSON line per pair, so a killed sweep resumes where it stopped), and the report compares every
+configuration with Best-of-N at the same budget, paired (difference, 95% interval, discordant pairs). The
+chosen settings go into the shipped pipeline's ``rd_inference_defaults.json`` by hand, and the table into
+the model card.
 
-    nice -n 10 python -m rd_inference.toyworld.tune --per-skill 2 --seeds 0,1 --budget 8 --out runs/tune
+    nice python -m rd_inference.toyworld.tune --configs bon,sop-paper,sop-wide --budgets 8,16 --out runs/tune
+    python -m rd_inference.toyworld.tune --report --out runs/tune
 """
 
 from __future__ import annotations
@@ -17,76 +19,120 @@ from pathlib import Path
 
 import torch
 
-# (name, strategy, settings, verifier probability); "one" is a single sample at the given steps.
-CONFIGS = [
-    ("one, 10 steps", "one", {"steps": 10}, "conditional"),
-    ("one, 20 steps", "one", {"steps": 20}, "conditional"),
-    ("bon, conditional", "bon", {}, "conditional"),
-    ("bon, full", "bon", {}, "full"),
-    ("sop m=2 sigma=0.11 df=0.78 db=0.81 (paper)", "sop", {"m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81},
-     "conditional"),
-    ("sop m=2 sigma=0.3 df=0.3 db=0.6", "sop", {"m": 2, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6},
-     "conditional"),
-    ("sop m=2 sigma=0.5 df=0.3 db=0.4", "sop", {"m": 2, "sigma_start": 0.5, "delta_f": 0.3, "delta_b": 0.4},
-     "conditional"),
-    ("sop m=2 sigma=0.5 df=0.2 db=0.5", "sop", {"m": 2, "sigma_start": 0.5, "delta_f": 0.2, "delta_b": 0.5},
-     "conditional"),
-    ("sop m=4 sigma=0.3 df=0.3 db=0.6", "sop", {"m": 4, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6},
-     "conditional"),
-]
+# name -> (strategy, settings). "one" is a single sample; every other runs at each budget.
+CONFIGS: dict[str, tuple[str, dict]] = {
+    "one": ("bon", {"n": 1}),
+    "bon": ("bon", {}),
+    "sop-paper": ("sop", {"m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81}),
+    "sop-v1": ("sop", {"m": 4, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6}),
+    "sop-wide": ("sop", {"m": 2, "widen": 4.0, "sigma_start": 0.6, "delta_f": 0.2, "delta_b": 0.4}),
+    "sop-wide-late": ("sop", {"m": 2, "widen": 4.0, "sigma_start": 0.3, "delta_f": 0.3, "delta_b": 0.6}),
+    "sop-wide-rollover": ("sop", {"m": 2, "widen": 4.0, "sigma_start": 0.6, "delta_f": 0.2, "delta_b": 0.4,
+                                  "rollover": True}),
+    "sop-wide-far": ("sop", {"m": 2, "widen": 4.0, "sigma_start": 0.6, "delta_f": 0.4, "delta_b": 0.6}),
+    "evo": ("evo", {}),
+    "evo-early": ("evo", {"levels": (0.0, 0.2, 0.4), "elites": 2, "beta": 0.5}),
+    "evo-noise": ("evo", {"levels": (0.0, 0.3), "elites": 3, "beta": 0.6}),
+    "zo": ("zo", {}),
+}
+
+
+def pairs_for(split: str, per_skill: int, seeds: list[int]) -> list[tuple[str, int]]:
+    from rd_inference.toyworld.prompts import SKILLS, prompts, spread
+
+    return [(p, s) for skill in SKILLS for p in spread(prompts(split, skill), per_skill) for s in seeds]
+
+
+def records_path(out: Path, config: str, budget: int) -> Path:
+    return out / "records" / f"{config}@{budget}x.jsonl"
+
+
+def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, steps: int, guidance: float) -> None:
+    """Append one record per (prompt, seed) not yet recorded for this configuration and budget."""
+    from rd_inference.api import search
+    from rd_inference.toyworld.oracle import check
+
+    strategy, settings = CONFIGS[config]
+    path = records_path(out, config, budget)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["prompt"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
+    t0, ran = time.time(), 0
+    with path.open("a") as f:
+        for prompt, seed in pairs:
+            if (prompt, seed) in done:
+                continue
+            res = search(pipe, prompt, verifier=verifier, strategy=strategy, seed=seed, steps=steps,
+                         guidance_scale=guidance, budget=None if config == "one" else f"{budget}x", **settings)
+            f.write(json.dumps({"prompt": prompt, "seed": seed, "ok": check(res.image, prompt).ok,
+                                "score": res.score, "nfe": res.counts["nfe"],
+                                "budget_nfe": res.counts["budget_nfe"], "params": res.config["params"]},
+                               default=list) + "\n")
+            f.flush()
+            ran += 1
+    print(f"{config:>18} {budget:>3}x  {ran} new pairs in {time.time() - t0:.0f} s", flush=True)
+
+
+def report(out: Path, pairs) -> str:
+    """A markdown table: pass rate, forwards spent and the paired difference against Best-of-N."""
+    from rd_inference.paired import paired
+    from rd_inference.toyworld.prompts import skill_of
+
+    wanted = set(pairs)
+    table: dict[tuple[str, int], dict] = {}
+    for path in sorted((out / "records").glob("*.jsonl")):
+        config, budget = path.stem.rsplit("@", 1)
+        rows = {(r["prompt"], r["seed"]): r for r in map(json.loads, path.read_text().splitlines())}
+        if wanted <= set(rows):
+            table[(config, int(budget[:-1]))] = {k: rows[k] for k in pairs}
+    lines = ["| config | budget | pairs | oracle pass | position pass | forwards spent / budget | vs Best-of-N, paired |",
+             "|---|---|---|---|---|---|---|"]
+    for (config, budget), rows in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        oks = [rows[k]["ok"] for k in pairs]
+        pos = [rows[k]["ok"] for k in pairs if skill_of(k[0]) == "position"]
+        spent = sum(r["nfe"] for r in rows.values()) / len(rows)
+        cap = rows[pairs[0]]["budget_nfe"]
+        ref = table.get(("bon", budget))
+        vs = "" if ref is None or config == "bon" else paired(oks, [ref[k]["ok"] for k in pairs],
+                                                                groups=[k[0] for k in pairs]).text()
+        lines.append(f"| {config} | {budget}x | {len(oks)} | {100 * sum(oks) / len(oks):.1f}% | "
+                     f"{100 * sum(pos) / max(len(pos), 1):.1f}% | {spent:.0f} / {cap or '-'} | {vs} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rd_inference.api import search
-    from rd_inference.commands.bench import _spread
-    from rd_inference.pipelines import default_model_path, load_pipeline
-    from rd_inference.toyworld.oracle import check
-    from rd_inference.toyworld.prompts import SKILLS, prompts
-    from rd_inference.verifier_loading import default_verifier_path
-    from rd_inference.yes_token import YesTokenVerifier
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--per-skill", type=int, default=2)
-    ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--budget", type=int, default=8, help="multiple of one sample's denoiser forwards")
-    ap.add_argument("--steps", type=int, default=10, help="steps for the searches")
+    ap.add_argument("--configs", default="bon,sop-paper,sop-v1,sop-wide,evo", help=f"of: {', '.join(CONFIGS)}")
+    ap.add_argument("--per-skill", type=int, default=41, help="tune prompts per skill (all of a smaller skill)")
+    ap.add_argument("--seeds", default="0,1,2,3")
+    ap.add_argument("--budgets", default="8,16", help="multiples of one sample's denoiser forwards")
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--guidance", type=float, default=4.0)
-    ap.add_argument("--only", default=None, help="comma-separated config indices to run")
+    ap.add_argument("--split", default="tune", choices=["tune", "eval"],
+                    help="tune: choose settings; eval: only to re-check chosen ones on fresh seeds")
     ap.add_argument("--out", type=Path, default=Path("runs/tune"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    pairs = pairs_for(args.split, args.per_skill, [int(s) for s in args.seeds.split(",")])
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
+    if not args.report:
+        from rd_inference.pipelines import default_model_path, load_pipeline
+        from rd_inference.verifier_loading import default_verifier_path, load_verifier
 
-    tune_prompts = [p for s in SKILLS for p in _spread(prompts("tune", s), args.per_skill)]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    pipe = load_pipeline(default_model_path(), device="cpu")
-    verifiers = {p: YesTokenVerifier.from_pretrained(str(default_verifier_path()), device="cpu", probability=p)
-                 for p in ("conditional", "full")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    chosen = range(len(CONFIGS)) if args.only is None else [int(i) for i in args.only.split(",")]
-    rows = []
-    for k in chosen:
-        name, strategy, settings, probability = CONFIGS[k]
-        t0 = time.time()
-        oks, scores = [], []
-        for prompt in tune_prompts:
-            for seed in seeds:
-                if strategy == "one":
-                    res = search(pipe, prompt, verifier=verifiers[probability], strategy="bon", n=1, seed=seed,
-                                 steps=settings["steps"], guidance_scale=args.guidance)
-                else:
-                    res = search(pipe, prompt, verifier=verifiers[probability], strategy=strategy,
-                                 budget=f"{args.budget}x", seed=seed, steps=args.steps,
-                                 guidance_scale=args.guidance, **settings)
-                oks.append(check(res.image, prompt).ok)
-                scores.append(res.score)
-        row = {"config": name, "n": len(oks), "accuracy": sum(oks) / len(oks),
-               "mean_score": sum(scores) / len(scores), "seconds": round(time.time() - t0, 1)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        with (args.out / "tune.jsonl").open("a") as f:
-            f.write(json.dumps({**row, "budget": args.budget, "steps": args.steps, "prompts": tune_prompts,
-                                "seeds": seeds}) + "\n")
+        pipe = load_pipeline(default_model_path(), device="cpu")
+        verifier = load_verifier(str(default_verifier_path()), device="cpu")
+        for budget in [int(b) for b in args.budgets.split(",")]:
+            for config in configs:
+                if config != "one" or budget == 1:
+                    run_config(pipe, verifier, config, budget, pairs, args.out, steps=args.steps,
+                               guidance=args.guidance)
+    text = report(args.out, pairs)
+    print(text)
+    (args.out / "table.md").write_text(text)
 
 
 if __name__ == "__main__":
