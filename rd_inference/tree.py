@@ -14,7 +14,9 @@ class Node:
     id: int
     parent: int | None
     round: int
-    kind: str  # "init" (from pure noise), "branch" (re-noised parent), "neighbor" (zero-order)
+    # "init" (from pure noise), "branch" (re-noised parent), "continue" (a kept path denoised on),
+    # "neighbor" (zero-order), "mutant" (evolutionary), "particle", "continue" (pruning)
+    kind: str
     seed: int
     start: int  # grid index the segment starts at (after re-noising)
     end: int  # grid index it reaches

@@ -53,6 +53,8 @@ def test_a_budget_that_cannot_be_spent_says_so():
     {"n": 2, "m": 2, "widen": 2.0},
     {"n": 1, "m": 3, "n_init": 5},
     {"n": 2, "m": 3, "widen": 2.0, "rollover": True},
+    {"n": 2, "m": 2, "widen": 2.0, "keep_parent": True},
+    {"n": 1, "m": 2, "widen": 3.0, "keep_parent": True, "rollover": True},
 ])
 def test_sop_wider_start_and_rollover(settings, tmp_path):
     pipe = tiny_sd()
@@ -64,6 +66,8 @@ def test_sop_wider_start_and_rollover(settings, tmp_path):
     assert len(inits) == expected
     assert all(n.score is not None for n in inits)  # the wide start is verified at sigma_start
     assert sum(n.kept for n in inits) == settings["n"]
+    if settings.get("keep_parent"):  # every round also continues each kept path without new noise
+        assert any(n.kind == "continue" for n in result.tree.nodes)
     if settings.get("rollover"):
         assert result.counts["nfe"] <= result.counts["planned_nfe"]
     else:

@@ -4,7 +4,7 @@ Levels are snapped to the scheduler's grid: re-noising goes from grid point ``i`
 ``level[i] + delta_f`` (at least one step noisier) and denoising stops at the point nearest
 ``level[i] + delta_f - delta_b`` (at least one step cleaner than ``i``), so every round makes progress.
 
-Two settings go beyond the paper (``widen=1, rollover=False`` is the paper's algorithm):
+Three settings go beyond the paper (``widen=1, rollover=False, keep_parent=False`` is the paper's algorithm):
 
 - ``widen``: start ``widen * n`` paths, verify their x0-predictions at ``sigma_start`` and keep the best
   ``n``. The layout of an image is decided at high noise (docs/sop_diagnosis.md), so choosing among many
@@ -12,6 +12,10 @@ Two settings go beyond the paper (``widen=1, rollover=False`` is the paper's alg
 - ``rollover`` (after Kim et al. 2025's rollover budget forcing): a round issues its branches one wave
   (one branch per kept path) at a time and stops as soon as a branch beats the best kept path; the
   forwards it did not use roll over to the next round, and the last round spends what is left.
+- ``keep_parent``: each kept path also continues without re-noising (from ``i`` to ``j``) and competes with
+  its branches, so a round can keep what it had. A re-noised branch rarely keeps a layout (a failed
+  position prompt is rescued by re-noising only from high noise), so without this a good path found early
+  can be lost.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ..schedule import Schedule
 from .context import SearchContext
 
 DEFAULTS = {"n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "n_init": 0,
-            "rollover": False}
+            "rollover": False, "keep_parent": False}
 
 
 def plan_rounds(schedule: Schedule, sigma_start: float, delta_f: float, delta_b: float):
@@ -58,6 +62,7 @@ def search_over_paths(
     widen: float = 1.0,
     n_init: int = 0,
     rollover: bool = False,
+    keep_parent: bool = False,
 ) -> int:
     """Keep ``n`` paths; each round re-noise every kept path along ``m`` fresh branches, denoise them a
     little past where they were, verify the branches' clean predictions and keep the global top ``n``.
@@ -79,6 +84,10 @@ def search_over_paths(
         last, length = r == len(rounds), j - f
         allowance = n * m * length + carry
         children, ys, scores = [], [], []
+        if keep_parent:  # the kept paths themselves, denoised on from i without new noise
+            nodes, gens = ctx.spawn(kept, round=r, kind="continue", start=i, end=j)
+            y, x0 = ctx.denoise(x, nodes, gens)
+            children, ys, scores = list(nodes), [y], [ctx.verify(x0, nodes)]
         # Without rollover one wave holds all m branches per path (one batch); with it, one branch per path,
         # so the round can stop at the first wave that improves on the kept paths.
         size = 1 if rollover else m
@@ -100,14 +109,17 @@ def search_over_paths(
 
 
 def nfe(num_steps: int, forwards_per_step: int, schedule: Schedule, n=2, m=2, sigma_start=0.11,
-        delta_f=0.78, delta_b=0.81, widen=1.0, n_init=0, rollover=False) -> int:
+        delta_f=0.78, delta_b=0.81, widen=1.0, n_init=0, rollover=False, keep_parent=False) -> int:
     """Planned denoiser forwards (with ``rollover`` a ceiling: forwards a round leaves roll over and the last
     round may not divide them)."""
     start, rounds = plan_rounds(schedule, sigma_start, delta_f, delta_b)
-    return forwards_per_step * (initial_paths(n, widen, n_init) * start + n * m * sum(j - f for _, f, j in rounds))
+    branches = n * m * sum(j - f for _, f, j in rounds)
+    kept = n * sum(j - i for i, _, j in rounds) if keep_parent else 0
+    return forwards_per_step * (initial_paths(n, widen, n_init) * start + branches + kept)
 
 
-def validate(n=2, m=2, sigma_start=0.11, delta_f=0.78, delta_b=0.81, widen=1.0, n_init=0, rollover=False) -> None:
+def validate(n=2, m=2, sigma_start=0.11, delta_f=0.78, delta_b=0.81, widen=1.0, n_init=0, rollover=False,
+             keep_parent=False) -> None:
     if int(n) < 1 or int(m) < 1:
         raise ValueError(f"n and m must be >= 1 (paths kept, branches per path), got n={n}, m={m}")
     if not 0.0 <= sigma_start <= 1.0:
@@ -126,6 +138,8 @@ def validate(n=2, m=2, sigma_start=0.11, delta_f=0.78, delta_b=0.81, widen=1.0, 
     if not isinstance(rollover, bool):
         # A ValueError like every other bad setting, so every face shows it as a one-line user error.
         raise ValueError(f"rollover must be true or false, got {rollover!r}")  # noqa: TRY004
+    if not isinstance(keep_parent, bool):
+        raise ValueError(f"keep_parent must be true or false, got {keep_parent!r}")  # noqa: TRY004
 
 
 def fit(budget: int, num_steps: int, forwards_per_step: int, schedule: Schedule, **params) -> dict:
