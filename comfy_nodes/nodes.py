@@ -179,15 +179,18 @@ class SearchOverPathsSampler(io.ComfyNode):
                 io.Boolean.Input("rollover", default=d["rollover"], optional=True,
                                  tooltip="A round stops at the first branch that beats the kept paths; the "
                                  "forwards it did not use go to the next round (rollover budget forcing)."),
+                io.Boolean.Input("keep_parent", default=d["keep_parent"], optional=True,
+                                 tooltip="Each kept path also continues without re-noising and competes with "
+                                 "its branches, so a round can keep what it had."),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
     def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch, widen=1.0,
-                rollover=False) -> io.NodeOutput:
+                rollover=False, keep_parent=False) -> io.NodeOutput:
         params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start,
-                  "widen": widen, "rollover": rollover}
+                  "widen": widen, "rollover": rollover, "keep_parent": keep_parent}
         return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
                                             prompt=prompt, max_batch=max_batch))
 

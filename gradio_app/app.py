@@ -26,10 +26,10 @@ QUANTIZATIONS = ["none", "8bit", "4bit"]
 DEFAULTS: dict[str, Any] = {
     "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
     "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "rollover": False,
-    "steps": None, "guidance": None,
+    "keep_parent": False, "steps": None, "guidance": None,
     "model": "", "verifier": "", "quantization": "none",
 }
-SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover")  # the page's SoP fields
+SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover", "keep_parent")  # the page's SoP fields
 DISPLAY_SIZE = 256  # tiny toy images are upscaled (nearest) so the page shows pixels, not blur
 
 
@@ -50,7 +50,8 @@ def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
     return {k: sop[k] for k in SOP_FIELDS if k in sop}
 
 
-def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.0, rollover=False) -> tuple[str, dict]:
+def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.0, rollover=False,
+                    keep_parent=False) -> tuple[str, dict]:
     """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
     if strategy == "one":
         return "bon", {"n": 1}
@@ -58,7 +59,8 @@ def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.
         return "bon", {"n": int(n)}
     if strategy == "sop":
         return "sop", {"n": int(n), "m": int(m), "sigma_start": float(sigma_start), "delta_f": float(delta_f),
-                       "delta_b": float(delta_b), "widen": float(widen), "rollover": bool(rollover)}
+                       "delta_b": float(delta_b), "widen": float(widen), "rollover": bool(rollover),
+                       "keep_parent": bool(keep_parent)}
     if strategy == "zo":
         return "zo", {"neighbors": int(n), "rounds": int(m)}
     if strategy == "beam":
@@ -126,12 +128,12 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         search_figure(result.tree.plot_data(result.node_id), title), summary_markdown(result, label)]
 
     def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
-                 delta_b, widen, rollover, steps, guidance, model, verifier_spec, quantization,
+                 delta_b, widen, rollover, keep_parent, steps, guidance, model, verifier_spec, quantization,
                  progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress tracker by this default)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
-        params = (n, m, sigma_start, delta_f, delta_b, widen, rollover)
+        params = (n, m, sigma_start, delta_f, delta_b, widen, rollover, keep_parent)
         with readable_errors("Generate"):
             progress(0.0, desc="loading models")
             pipe = backend.model(model)
@@ -242,6 +244,8 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                                           "at σ_start (1 = the paper)")
                         rollover = gr.Checkbox(d["rollover"], label="Rollover (SoP): a round stops at the first "
                                                "improving branch; its unused forwards go to the next round")
+                        keep_parent = gr.Checkbox(d["keep_parent"], label="Keep parent (SoP): each kept path also "
+                                                  "continues without re-noising and competes with its branches")
                         steps = gr.Number(d["steps"], precision=0, label="Steps (empty = model default)")
                         guidance = gr.Number(d["guidance"], label="Guidance scale (empty = model default)")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -266,7 +270,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             compare.change(lambda on: [gr.update(visible=on)] * 3, compare, [strategy_b, column_b, column_b2],
                            queue=False, api_visibility="private")
             run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start,
-                                 delta_f, delta_b, widen, rollover, steps, guidance, model, verifier_spec,
+                                 delta_f, delta_b, widen, rollover, keep_parent, steps, guidance, model, verifier_spec,
                                  quantization],
                       [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
                       api_name="generate", concurrency_id="device", concurrency_limit=1)

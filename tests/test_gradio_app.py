@@ -24,10 +24,10 @@ from rd_inference.verifier_loading import load_verifier
 CHROMIUM = "/usr/bin/chromium"
 SLOW = "slow-tiny-sd"  # model field value that loads the tiny pipeline with a sleep per denoiser forward
 # A generate request: prompt, criteria, strategy, budget, seed, compare, strategy_b, N, M, σ_start, Δf, Δb,
-# widen, rollover, steps, guidance, model, verifier, quantization.
+# widen, rollover, keep_parent, steps, guidance, model, verifier, quantization.
 SOP = {"prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "budget": "4x", "seed": 0,
        "compare": False, "strategy_b": "bon", "n": 2, "m": 2, "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5,
-       "widen": 1.0, "rollover": False, "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
+       "widen": 1.0, "rollover": False, "keep_parent": False, "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
 
 
 def request(**changes):

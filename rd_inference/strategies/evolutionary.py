@@ -25,7 +25,9 @@ import torch
 
 from .context import SearchContext
 
-DEFAULTS = {"population": 4, "elites": 2, "levels": (0.0, 0.4, 0.6), "beta": 0.5, "extra": 0}
+# Tuned on the toy world's tune split (300 pairs at 8x): two generations, at the noise and at 30% of the
+# schedule, beat three at (0, 0.4, 0.6) with 2 elites and beta 0.5 by 2.7 points (paired).
+DEFAULTS = {"population": 4, "elites": 3, "levels": (0.0, 0.3), "beta": 0.6, "extra": 0}
 
 
 def starts(num_steps: int, levels) -> list[int]:
@@ -53,8 +55,8 @@ def mutate(ctx: SearchContext, x: torch.Tensor, rows: list[int], e: int, beta: f
     return alpha * x0[rows] + sigma * (keep * eps_hat[rows] + beta * eps)
 
 
-def evolutionary(ctx: SearchContext, population: int = 4, elites: int = 2, levels=(0.0, 0.4, 0.6),
-                 beta: float = 0.5, extra: int = 0) -> int:
+def evolutionary(ctx: SearchContext, population: int = 4, elites: int = 3, levels=(0.0, 0.3),
+                 beta: float = 0.6, extra: int = 0) -> int:
     """Returns the best finished node's id."""
     n = ctx.schedule.num_steps
     points = starts(n, levels)
@@ -81,7 +83,7 @@ def evolutionary(ctx: SearchContext, population: int = 4, elites: int = 2, level
     return best.id
 
 
-def nfe(num_steps: int, forwards_per_step: int, population=4, elites=2, levels=(0.0, 0.4, 0.6), beta=0.5,
+def nfe(num_steps: int, forwards_per_step: int, population=4, elites=3, levels=(0.0, 0.3), beta=0.6,
         extra=0) -> int:
     points = starts(num_steps, levels)
     calls = done = 0
@@ -93,7 +95,7 @@ def nfe(num_steps: int, forwards_per_step: int, population=4, elites=2, levels=(
     return forwards_per_step * calls
 
 
-def validate(population=4, elites=2, levels=(0.0, 0.4, 0.6), beta=0.5, extra=0) -> None:
+def validate(population=4, elites=3, levels=(0.0, 0.3), beta=0.6, extra=0) -> None:
     if int(population) < 1 or int(elites) < 1:
         raise ValueError(f"population and elites must be >= 1, got population={population}, elites={elites}")
     levels = tuple(float(f) for f in levels)
@@ -107,14 +109,17 @@ def validate(population=4, elites=2, levels=(0.0, 0.4, 0.6), beta=0.5, extra=0) 
 
 
 def fit(budget: int, num_steps: int, forwards_per_step: int, **params) -> dict:
-    """The largest ``population`` that fits ``budget``; the remainder as extra children in the last
-    generation (whose children cost the least), so nearly all of the budget is spent."""
+    """The ``population`` and ``extra`` children in the last generation (whose children cost the least)
+    that spend the most of ``budget``; ties go to the larger population."""
     params = {**DEFAULTS, **params, "extra": 0}
-    pop = 0
-    while nfe(num_steps, forwards_per_step, **{**params, "population": pop + 1}) <= budget:
-        pop += 1
-    if pop == 0:
-        return {**params, "population": 0}
-    left = budget - nfe(num_steps, forwards_per_step, **{**params, "population": pop})
+    cost = lambda pop, extra: nfe(num_steps, forwards_per_step, **{**params, "population": pop, "extra": extra})
     last = starts(num_steps, params["levels"])[-1]
-    return {**params, "population": pop, "extra": left // (forwards_per_step * (num_steps - last))}
+    best, pop = {**params, "population": 0}, 1
+    while cost(pop, 0) <= budget:
+        extra = (budget - cost(pop, 0)) // (forwards_per_step * (num_steps - last))
+        while extra > 0 and cost(pop, extra) > budget:  # each extra child may need its parent predicted
+            extra -= 1
+        if best["population"] == 0 or cost(pop, extra) >= cost(best["population"], best["extra"]):
+            best = {**params, "population": pop, "extra": extra}
+        pop += 1
+    return best

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import torch
 
-# name -> (strategy, settings). "one" is a single sample; every other runs at each budget.
-CONFIGS: dict[str, tuple[str, dict]] = {
+# name -> (strategy, settings). "one" is a single sample; every other runs at each budget. "*-shipped" reads
+# the settings the embedded model ships (rd_inference_defaults.json), as every face uses them.
+CONFIGS: dict[str, tuple[str, dict | None]] = {
+    "sop-shipped": ("sop", None),
+    "evo-shipped": ("evo", None),
     "one": ("bon", {"n": 1}),
     "bon": ("bon", {}),
     "sop-paper": ("sop", {"m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81}),
@@ -58,6 +61,10 @@ def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, st
     from rd_inference.toyworld.oracle import check
 
     strategy, settings = CONFIGS[config]
+    if settings is None:
+        from rd_inference.pipelines import default_model_path, model_defaults
+
+        settings = model_defaults(default_model_path()).get("strategies", {}).get(strategy, {})
     path = records_path(out, config, budget)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["prompt"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
