@@ -145,6 +145,25 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args.out, pairs)
     print(text)
     (args.out / "table.md").write_text(text)
+    plot_records(args.out, pairs, args.out / "accuracy_vs_budget.png")
+
+
+def plot_records(out: Path, pairs, path: Path) -> None:
+    """Pass rate per configuration and budget with 95% Wilson intervals, one line per configuration."""
+    from rd_inference.bench import Cell, plot, wilson
+
+    cells = []
+    for rec in sorted((out / "records").glob("*.jsonl")):
+        config, budget = rec.stem.rsplit("@", 1)
+        rows = {(r["prompt"], r["seed"]): r for r in map(json.loads, rec.read_text().splitlines())}
+        if not set(pairs) <= set(rows):
+            continue
+        oks = [rows[k]["ok"] for k in pairs]
+        low, high = wilson(sum(oks), len(oks))
+        nfe = sum(rows[k]["nfe"] for k in pairs) / len(pairs)
+        cells.append(Cell(config, int(budget[:-1]), len(oks), sum(oks) / len(oks), low, high, 0.0, nfe, 0.0, 0.0, 0))
+    if cells:
+        plot(cells, path)
 
 
 if __name__ == "__main__":
