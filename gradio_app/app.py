@@ -93,9 +93,9 @@ def summary_markdown(result, label: str) -> str:
     phases = " · ".join(f"{k} {sec[k]:.2f}" for k in ("encode", "denoise", "decode", "verify", "move") if k in sec)
     return (
         f"**{label}** ({params}) — chosen node {result.node_id}, score **{result.score:.4f}**\n\n"
-        "| denoiser forwards spent | planned | budget | decodes | images verified | verifier calls | paths |\n"
-        "|---|---|---|---|---|---|---|\n"
-        f"| {c['nfe']} | {c['planned_nfe']} | {c['budget_nfe'] or '-'} | {c['decodes']} | {c['verifier_images']} | "
+        "| denoiser forwards: spent / planned / budget | decodes | images verified | verifier calls | paths |\n"
+        "|---|---|---|---|---|\n"
+        f"| {c['nfe']} / {c['planned_nfe']} / {c['budget_nfe'] or '-'} | {c['decodes']} | {c['verifier_images']} | "
         f"{c['verifier_batches']} | {c['paths']} |\n\n"
         f"seconds: {phases} · **total {sec['total']:.2f}**"
     )
