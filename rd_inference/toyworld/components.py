@@ -13,19 +13,35 @@ from rd_inference.toyworld.prompts import COUNTS, RELATIONS
 from rd_inference.toyworld.world import COLOURS, SHAPES, SIZE
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-MAX_TOKENS = 16  # longest grammar prompt is 9 words + BOS + EOS
+MAX_TOKENS = 16  # longest grammar prompt (either world) is 9 words + BOS + EOS
 LATENT_CHANNELS = 4
 LATENT_SIZE = SIZE // 4
 
 
-def grammar_words() -> list[str]:
-    words = {"a", "and", *COUNTS, *COLOURS, *SHAPES, *(s + "s" for s in SHAPES)}
-    for r in RELATIONS:
+def grammar_words(world: str = "v1") -> list[str]:
+    if world == "v2":
+        from rd_inference.toyworld.v2 import prompts as p2
+        from rd_inference.toyworld.v2 import world as w2
+
+        words = {"a", "and", *p2.COUNTS, *w2.COLOURS, *w2.SHAPES, *w2.PLURALS.values()}
+        relations = p2.RELATIONS
+    else:
+        words = {"a", "and", *COUNTS, *COLOURS, *SHAPES, *(s + "s" for s in SHAPES)}
+        relations = RELATIONS
+    for r in relations:
         words.update(r.split())
     return sorted(words)
 
 
-def tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def image_size(world: str = "v1") -> int:
+    if world == "v2":
+        from rd_inference.toyworld.v2.world import SIZE as size2
+
+        return size2
+    return SIZE
+
+
+def tokenizer_vocab(world: str = "v1") -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges for a CLIP BPE tokenizer that keeps every grammar word whole.
 
     CLIP's BPE starts from characters (the last one carrying ``</w>``); for each word we add the merges
@@ -36,7 +52,7 @@ def tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab += letters + [c + "</w>" for c in letters]
     merges: list[tuple[str, str]] = []
-    for word in grammar_words():
+    for word in grammar_words(world):
         # Run BPE with the merges so far, then join what is left left-to-right with new, lower-priority
         # merges. Words handled earlier are unaffected: their own merges always apply before new ones.
         pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], {m: i for i, m in enumerate(merges)})
@@ -59,10 +75,10 @@ def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     return pieces
 
 
-def build_tokenizer():
+def build_tokenizer(world: str = "v1"):
     from transformers import CLIPTokenizer
 
-    vocab, merges = tokenizer_vocab()
+    vocab, merges = tokenizer_vocab(world)
     return CLIPTokenizer(
         vocab=vocab, merges=merges, model_max_length=MAX_TOKENS,
         bos_token=BOS, eos_token=EOS, unk_token=EOS, pad_token=EOS,
@@ -87,10 +103,10 @@ def build_text_encoder(tokenizer):
     return CLIPTextModel(cfg)
 
 
-def build_vae():
+def build_vae(world: str = "v1"):
     from diffusers import AutoencoderKL
 
-    # 32x32x3 -> 8x8x4: three encoder blocks, two of which downsample.
+    # 32x32x3 -> 8x8x4 (v1) or 48x48x3 -> 12x12x4 (v2): three encoder blocks, two of which downsample.
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -100,15 +116,15 @@ def build_vae():
         layers_per_block=1,
         latent_channels=LATENT_CHANNELS,
         norm_num_groups=16,
-        sample_size=SIZE,
+        sample_size=image_size(world),
     )
 
 
-def build_unet():
+def build_unet(world: str = "v1"):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
+        sample_size=image_size(world) // 4,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

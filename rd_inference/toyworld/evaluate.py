@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rd_inference.toyworld.oracle import check
-from rd_inference.toyworld.prompts import SKILLS, prompts
 from rd_inference.toyworld.sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
@@ -25,18 +23,20 @@ from rd_inference.toyworld.sampling import (
     pass_rates,
     sample_and_label,
 )
-from rd_inference.toyworld.world import render, sample_scene
+from rd_inference.toyworld.worlds import WORLDS, get_world
 
 
-def oracle_accuracy(n: int, split: str = "eval", seed: int = 0, supersample: int = 1) -> dict[str, float]:
+def oracle_accuracy(n: int, split: str = "eval", seed: int = 0, supersample: int = 1,
+                    world: str = "v1") -> dict[str, float]:
     """Oracle accuracy per skill on ``n`` random renders of ``split`` prompts (skills drawn uniformly)."""
+    w = get_world(world)
     rng = np.random.default_rng(seed)
-    hits: dict[str, list[bool]] = {s: [] for s in SKILLS}
+    hits: dict[str, list[bool]] = {s: [] for s in w.tasks}
     for _ in range(n):
-        skill = SKILLS[rng.integers(len(SKILLS))]
-        ps = prompts(split, skill)
+        skill = w.tasks[rng.integers(len(w.tasks))]
+        ps = w.prompts(split, skill)
         p = ps[rng.integers(len(ps))]
-        hits[skill].append(check(render(sample_scene(p, rng), supersample=supersample), p).ok)
+        hits[skill].append(w.check(w.render(w.sample_scene(p, rng), supersample=supersample), p).ok)
     out = {s: float(np.mean(h)) for s, h in hits.items() if h}
     out["all"] = float(np.mean([x for h in hits.values() for x in h]))
     return out
@@ -44,6 +44,7 @@ def oracle_accuracy(n: int, split: str = "eval", seed: int = 0, supersample: int
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--world", choices=WORLDS, default="v1", help="which shapes world (and shipped pipeline)")
     ap.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped one)")
     ap.add_argument("--split", default="eval", choices=["train", "tune", "eval"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -58,20 +59,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    oracle = {f"supersample={k}": oracle_accuracy(args.renders, args.split, seed=1, supersample=k) for k in (1, 4)}
+    oracle = {f"supersample={k}": oracle_accuracy(args.renders, args.split, seed=1, supersample=k, world=args.world)
+              for k in (1, 4)}
     print(json.dumps({"oracle_on_renders": {"n": args.renders, "split": args.split, **oracle}}, indent=1))
     if args.oracle_only:
         return
-    pipe = load_pipeline(args.pipeline)
+    pipe = load_pipeline(args.pipeline, args.world)
+    w = get_world(args.world)
     t0 = time.time()
     samples, shown = [], []
-    for skill in SKILLS:
-        ps = list(prompts(args.split, skill))[: args.max_per_skill]
-        got = sample_and_label(pipe, ps, args.seeds, num_inference_steps=args.steps, guidance_scale=args.cfg)
+    for skill in w.tasks:
+        ps = list(w.prompts(args.split, skill))[: args.max_per_skill]
+        got = sample_and_label(pipe, ps, args.seeds, num_inference_steps=args.steps, guidance_scale=args.cfg,
+                               world=args.world)
         samples += got
         shown += got[:8]
     table = pass_rates(samples)
-    report = {"split": args.split, "seeds": args.seeds, "steps": args.steps, "cfg": args.cfg,
+    report = {"world": args.world, "split": args.split, "seeds": args.seeds, "steps": args.steps, "cfg": args.cfg,
               "seconds": round(time.time() - t0, 1), "skills": table, "oracle_on_renders": oracle}
     print(json.dumps(report, indent=1))
     if args.json:
@@ -82,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         grid([s.image for s in shown]).save(args.grid)
         for i, s in enumerate(shown):
             mark = "ok  " if s.ok else "FAIL"
-            print(f"{i:2d} {mark} {s.prompt!r}: " + ", ".join(f"{o.colour} {o.shape}" for o in s.result.objects))
+            why = getattr(s.result, "malformed", "")
+            print(f"{i:2d} {mark} {s.prompt!r}: " + ", ".join(f"{o.colour} {o.shape}" for o in s.result.objects)
+                  + (f" [malformed: {why}]" if why else ""))
 
 
 if __name__ == "__main__":

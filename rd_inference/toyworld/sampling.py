@@ -14,22 +14,23 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rd_inference.toyworld.oracle import CheckResult, check
+from rd_inference.toyworld.oracle import CheckResult
+from rd_inference.toyworld.worlds import get_world
 
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 
 
-def default_pipeline_path() -> Path:
+def default_pipeline_path(world: str = "v1") -> Path:
     """The folder of the shipped pipeline (loadable with ``StableDiffusionPipeline.from_pretrained``)."""
-    return Path(__file__).parent / "weights" / "pipeline"
+    return get_world(world).pipeline_path
 
 
-def load_pipeline(path: str | Path | None = None):
+def load_pipeline(path: str | Path | None = None, world: str = "v1"):
     """Load the toy ``StableDiffusionPipeline`` offline, on the CPU, with its progress bar off."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(path or default_pipeline_path()), local_files_only=True)
+    pipe = StableDiffusionPipeline.from_pretrained(str(path or default_pipeline_path(world)), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -48,7 +49,7 @@ class LabelledSample:
 
 def sample_and_label(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
                      num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
-                     batch_size: int = 64) -> list[LabelledSample]:
+                     batch_size: int = 64, world: str = "v1") -> list[LabelledSample]:
     """One image per (prompt, seed) pair of the cross product, prompt-major, each labelled by the oracle.
 
     Every image gets its own ``torch.Generator(seed)``, so an image does not depend on its batch.
@@ -57,6 +58,7 @@ def sample_and_label(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
     >>> [s.ok for s in sample_and_label(pipe, ["two red circles"], seeds=[0, 1])]  # doctest: +SKIP
     [True, False]
     """
+    check = get_world(world).check
     jobs = [(p, s) for p in prompts for s in seeds]
     out: list[LabelledSample] = []
     for i in range(0, len(jobs), batch_size):

@@ -1,6 +1,6 @@
 """Train the toy world's ``StableDiffusionPipeline`` from scratch on rendered scenes, on a CPU.
 
-Stage 1 trains a small ``AutoencoderKL`` (32x32x3 -> 8x8x4) on renders; stage 2 encodes the data set
+Stage 1 trains a small ``AutoencoderKL`` (32x32x3 -> 8x8x4, or 48x48x3 -> 12x12x4 for ``--world v2``) on renders; stage 2 encodes the data set
 once and trains a ``UNet2DConditionModel`` and a ``CLIPTextModel`` jointly on the latents (epsilon
 prediction, cosine betas, 10% empty-prompt dropout for classifier-free guidance, EMA weights). The
 EMA weights are saved with ``save_pretrained``. Seeded and resumable: rerunning the same command
@@ -24,20 +24,25 @@ import torch
 import torch.nn.functional as F
 
 from rd_inference.toyworld import components
-from rd_inference.toyworld.prompts import SKILLS, prompts
-from rd_inference.toyworld.world import render, sample_scene
+from rd_inference.toyworld.worlds import WORLDS, get_world
 
 # Harder skills get more of the data; single objects and shape pairs are few prompts and learnt fast.
-SKILL_WEIGHTS = {"single": 0.15, "two_objects": 0.15, "counting": 0.2, "colour_attribution": 0.25, "position": 0.25}
+SKILL_WEIGHTS = {
+    "v1": {"single": 0.15, "two_objects": 0.15, "counting": 0.2, "colour_attribution": 0.25, "position": 0.25},
+    "v2": {"single_object": 0.08, "two_object": 0.12, "counting": 0.2, "colors": 0.12, "position": 0.24,
+           "color_attr": 0.24},
+}
 
 
-def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """``n`` renders of train-split prompts as uint8 [n,3,32,32], and their prompts."""
+def make_dataset(n: int, seed: int, world: str = "v1") -> tuple[torch.Tensor, list[str]]:
+    """``n`` renders of train-split prompts as uint8 [n,3,H,W], and their prompts."""
+    w = get_world(world)
+    weights = SKILL_WEIGHTS[world]
     rng = np.random.default_rng(seed)
-    by_skill = {s: prompts("train", s) for s in SKILLS}
-    skills = rng.choice(SKILLS, size=n, p=[SKILL_WEIGHTS[s] for s in SKILLS])
+    by_skill = {s: w.prompts("train", s) for s in weights}
+    skills = rng.choice(list(weights), size=n, p=list(weights.values()))
     texts = [str(rng.choice(by_skill[s])) for s in skills]
-    images = np.stack([np.asarray(render(sample_scene(t, rng))) for t in texts])
+    images = np.stack([np.asarray(w.render(w.sample_scene(t, rng))) for t in texts])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), texts
 
 
@@ -181,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/toy_train"), help="checkpoints and log")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "pipeline")
+    ap.add_argument("--world", choices=WORLDS, default="v1", help="which shapes world to train on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=int, default=20000, help="number of rendered training scenes")
     ap.add_argument("--vae-steps", type=int, default=1200)
@@ -206,10 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     log(event="start", args={k: str(v) for k, v in vars(args).items()})
 
     torch.manual_seed(args.seed)  # module initialisation; all later randomness uses explicit generators
-    images, texts = make_dataset(args.data, args.seed)
+    images, texts = make_dataset(args.data, args.seed, args.world)
     log(event="data", n=len(texts))
-    tokenizer = components.build_tokenizer()
-    vae, unet, text_encoder = components.build_vae(), components.build_unet(), components.build_text_encoder(tokenizer)
+    tokenizer = components.build_tokenizer(args.world)
+    vae, unet = components.build_vae(args.world), components.build_unet(args.world)
+    text_encoder = components.build_text_encoder(tokenizer)
 
     train_vae(vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.work, log,
               torch.Generator().manual_seed(args.seed + 1))

@@ -1,0 +1,252 @@
+"""World v2's exact oracle: decides from pixels whether a 48x48 image shows what a prompt says.
+
+Steps: label every pixel with its palette colour or the background (:func:`label_pixels`, blends with
+the background count as the colour from half-way on, isolated speckle relabelled); find 4-connected
+components per colour (``scipy.ndimage.label``) and drop those under ``MIN_AREA``; name each
+component's shape from its bounding-box crop (:func:`shape_of`); then:
+
+- a sample that is not a clean scene gets ``malformed`` with the reason, and fails: a component of no
+  known shape (often two same-coloured objects run together, or an object split between two colours),
+  or two objects of different colours touching;
+- otherwise the prompt's objects must be exactly those found (closed world) and, for position, the
+  subject must be ``RELATION_MARGIN`` pixels or more the named way from the reference *and* farther that
+  way than across it ("left of" means more horizontal than vertical offset).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from rd_inference.toyworld.v2.prompts import ParsedPrompt, parse
+from rd_inference.toyworld.v2.world import BACKGROUND, COLOURS, SIZE, relation_offsets
+
+MIN_AREA = 12  # the smallest drawn object (a radius-4 triangle) has 41 pixels
+RELATION_MARGIN = 2.0
+# Shape cuts (see shape_of), each midway between the ranges measured on aliased and anti-aliased
+# renders of every shape at every radius (tests/test_toyworld_v2.py prints them).
+MAX_ASPECT = 1.5
+RING_HOLE = 0.11  # enclosed background over box: rings 0.22-0.32, every other shape 0
+CROSS_SOLIDITY = 0.9  # area over the convex hull's pixels: crosses 0.70-0.81, the rest 1 (rings go first)
+TRIANGLE_TAPER = 0.51  # top third's mean row width over the bottom third's: triangles 0.20-0.27, rest >= 0.75
+DIAMOND_FILL = 0.655  # area over box: diamonds 0.50-0.56, circles 0.75-0.85, squares 1
+SQUARE_CORNERS = 0.56  # filled share of the box outside its inscribed ellipse: circles <= 0.13, squares 1
+SQUARE_FILL = 0.8
+
+_NAMES = ("background", *COLOURS)
+_PALETTE = np.array([BACKGROUND, *COLOURS.values()], dtype=np.float32)
+_FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class FoundObject:
+    shape: str  # one of world.SHAPES, or "blob"
+    colour: str
+    cx: float
+    cy: float
+    area: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 inclusive
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The oracle's verdict. ``detail`` holds one bool per checked aspect; ``ok`` is their conjunction.
+
+    Aspects: ``clean`` (no malformed object, reason in ``malformed``), ``count``, ``shapes`` and
+    ``colours`` (the multisets, colours only where the prompt names them), ``binding`` (one-to-one match
+    of objects to the prompt's shape+colour pairs) and, for position prompts, ``relation``.
+    """
+
+    ok: bool
+    prompt: str
+    task: str
+    detail: dict[str, bool]
+    objects: tuple[FoundObject, ...] = field(default=())
+    malformed: str = ""
+
+    @property
+    def skill(self) -> str:
+        return self.task
+
+
+def _as_array(image) -> np.ndarray:
+    arr = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    if arr.dtype != np.uint8 or arr.shape != (SIZE, SIZE, 3):
+        raise ValueError(f"the world-v2 oracle reads {SIZE}x{SIZE} RGB images (PIL or uint8 array), "
+                         f"got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def label_pixels(arr: np.ndarray) -> np.ndarray:
+    """Palette label per pixel (0 = background, i = i-th colour of ``COLOURS``), speckle removed.
+
+    Each pixel is projected onto every background-to-colour segment (a blend of red and white can lie
+    nearer yellow than red); the nearest segment names the colour and the position along it, from
+    half-way on, makes it that colour rather than background. A pixel with at most one same-label
+    8-neighbour takes its neighbourhood's majority label.
+    """
+    p = arr.astype(np.float32)[:, :, None, :] - _PALETTE[0]
+    axes = _PALETTE[1:] - _PALETTE[0]
+    t = np.clip((p * axes).sum(-1) / (axes**2).sum(-1), 0.0, 1.0)
+    resid = ((p - t[..., None] * axes) ** 2).sum(-1)
+    k = resid.argmin(-1)
+    along = np.take_along_axis(t, k[..., None], -1)[..., 0]
+    labels = np.where(along >= 0.5, k + 1, 0)
+    onehot = np.eye(len(_PALETTE), dtype=np.int32)[labels]
+    counts = np.stack([ndimage.uniform_filter(onehot[..., i].astype(np.float32), 3, mode="constant") * 9
+                       for i in range(len(_PALETTE))], -1).round().astype(np.int32)
+    own = np.take_along_axis(counts, labels[..., None], -1)[..., 0]
+    return np.where(own <= 2, counts.argmax(-1), labels)
+
+
+def _hull_pixels(mask: np.ndarray) -> int:
+    """Pixels of the crop whose centres lie in the convex hull of the component's pixel centres."""
+    ys, xs = np.nonzero(mask)
+    pts = sorted(set(zip(xs.tolist(), ys.tolist())))
+    if len(pts) < 3:
+        return int(mask.sum())
+
+    def half(points):
+        out: list[tuple[int, int]] = []
+        for pt in points:
+            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (pt[1] - out[-2][1])
+                                     - (out[-1][1] - out[-2][1]) * (pt[0] - out[-2][0])) <= 0:
+                out.pop()
+            out.append(pt)
+        return out
+
+    hull = half(pts)[:-1] + half(pts[::-1])[:-1]  # Andrew's monotone chain, counter-clockwise
+    yy, xx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    inside = np.ones(mask.shape, dtype=bool)
+    for (x0, y0), (x1, y1) in zip(hull, hull[1:] + hull[:1]):
+        inside &= (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0) >= -1e-9
+    return int(inside.sum())
+
+
+def shape_measures(mask: np.ndarray) -> dict[str, float]:
+    """Measures of a component cropped to its bounding box (bool [h, w]): ``fill`` (area / box), ``hole``
+    (enclosed background / box), ``solidity`` (area / pixels in its convex hull), ``taper`` (mean row
+    width of the top third over the bottom third) and ``corners`` (filled share of the box outside its
+    inscribed ellipse)."""
+    h, w = mask.shape
+    widths = mask.sum(1)
+    third = max(1, h // 3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    outside = ((xx + 0.5) / w * 2 - 1) ** 2 + ((yy + 0.5) / h * 2 - 1) ** 2 > 1
+    fill = float(mask.mean())
+    return {
+        "fill": fill,
+        "hole": float((ndimage.binary_fill_holes(mask) & ~mask).mean()),
+        "solidity": float(mask.sum() / max(_hull_pixels(mask), 1)),
+        "taper": float(widths[:third].mean() / max(widths[-third:].mean(), 1e-9)),
+        "corners": float(mask[outside].mean()) if outside.any() else fill,
+    }
+
+
+def shape_of(mask: np.ndarray) -> str:
+    """Name a component's shape from its bounding-box crop, testing in this order: elongated -> "blob";
+    a hole -> "ring"; concave -> "cross"; narrowing upwards -> "triangle"; half its box -> "diamond";
+    empty corners -> "circle"; a full box -> "square"; anything else -> "blob"."""
+    h, w = mask.shape
+    if max(h, w) / min(h, w) > MAX_ASPECT:
+        return "blob"
+    m = shape_measures(mask)
+    if m["hole"] >= RING_HOLE:
+        return "ring"
+    if m["solidity"] < CROSS_SOLIDITY:
+        return "cross"
+    if m["taper"] < TRIANGLE_TAPER:
+        return "triangle"
+    if m["fill"] < DIAMOND_FILL:
+        return "diamond"
+    if m["corners"] < SQUARE_CORNERS:
+        return "circle"
+    return "square" if m["fill"] >= SQUARE_FILL else "blob"
+
+
+def objects_in(labels: np.ndarray) -> tuple[tuple[FoundObject, ...], np.ndarray]:
+    """The objects in a label image, ordered top-to-bottom, left-to-right, and an object-index map
+    (0 = none, i = ``objects[i-1]``)."""
+    found, index = [], np.zeros(labels.shape, dtype=np.int32)
+    for lab in range(1, len(_PALETTE)):
+        comp, _ = ndimage.label(labels == lab, structure=_FOUR)
+        for i, sl in enumerate(ndimage.find_objects(comp), start=1):
+            mask = comp[sl] == i
+            area = int(mask.sum())
+            if area < MIN_AREA:
+                continue
+            ys, xs = np.nonzero(mask)
+            y0, x0 = sl[0].start, sl[1].start
+            found.append((FoundObject(shape_of(mask), _NAMES[lab], float(xs.mean() + x0), float(ys.mean() + y0),
+                                      area, (x0, y0, sl[1].stop - 1, sl[0].stop - 1)), (comp == i)))
+    found.sort(key=lambda f: (f[0].cy, f[0].cx))
+    for j, (_, full) in enumerate(found, start=1):
+        index[full] = j
+    return tuple(f[0] for f in found), index
+
+
+def malformation(objects: tuple[FoundObject, ...], index: np.ndarray) -> str:
+    """Why a sample is not a clean scene ("" if it is): an object of no known shape, or two touching."""
+    for o in objects:
+        if o.shape == "blob":
+            return f"no known shape: a {o.colour} blob of {o.area} px at ({o.cx:.0f}, {o.cy:.0f})"
+    grown = ndimage.grey_dilation(index, size=3)  # each pixel sees its 8-neighbours' largest index
+    for j in range(1, len(objects) + 1):
+        near = np.unique(grown[(index == j)])
+        touching = [int(k) for k in near if k > j]
+        if touching:
+            a, b = objects[j - 1], objects[touching[0] - 1]
+            return f"touching: the {a.colour} {a.shape} and the {b.colour} {b.shape}"
+    return ""
+
+
+def find_objects(image) -> tuple[FoundObject, ...]:
+    """The objects the oracle sees in an image, ordered top-to-bottom, left-to-right."""
+    return objects_in(label_pixels(_as_array(image)))[0]
+
+
+def _relation(a: FoundObject, b: FoundObject, relation: str) -> bool:
+    along, across = relation_offsets(b.cx - a.cx, b.cy - a.cy, relation)
+    return along >= RELATION_MARGIN and along > across
+
+
+def judge(objects: tuple[FoundObject, ...], parsed: ParsedPrompt, malformed: str = "") -> CheckResult:
+    """Compare found objects with a parsed prompt (closed world: exactly the named objects)."""
+    req = parsed.objects
+    detail = {
+        "clean": not malformed,
+        "count": len(objects) == len(req),
+        "shapes": Counter(o.shape for o in objects) == Counter(r.shape for r in req),
+    }
+    if any(r.colour is not None for r in req):
+        detail["colours"] = Counter(o.colour for o in objects) == Counter(r.colour for r in req)
+    # Greedy matching is exact: the required objects are all equal, all distinct, or colour-free and
+    # of distinct shapes.
+    left, matched = list(objects), []
+    for r in req:
+        hit = next((o for o in left if o.shape == r.shape and r.colour in (None, o.colour)), None)
+        if hit is None:
+            break
+        left.remove(hit)
+        matched.append(hit)
+    detail["binding"] = len(matched) == len(req) and not left
+    if parsed.relation is not None:
+        detail["relation"] = detail["binding"] and _relation(matched[0], matched[1], parsed.relation)
+    return CheckResult(all(detail.values()), parsed.text, parsed.task, detail, objects, malformed)
+
+
+def check(image, prompt: str) -> CheckResult:
+    """Decide from pixels whether ``image`` (PIL or uint8 [48,48,3]) satisfies ``prompt``.
+
+    >>> import numpy as np
+    >>> from rd_inference.toyworld.v2.world import render, sample_scene
+    >>> check(render(sample_scene("four black crosses", np.random.default_rng(0))), "four black crosses").ok
+    True
+    """
+    parsed = parse(prompt)
+    objects, index = objects_in(label_pixels(_as_array(image)))
+    return judge(objects, parsed, malformation(objects, index))
