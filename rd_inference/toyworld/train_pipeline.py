@@ -185,7 +185,7 @@ def train_denoiser(unet, text_encoder, tokenizer, mean, std, texts, scaling: flo
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/toy_train"), help="checkpoints and log")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "pipeline")
+    ap.add_argument("--out", type=Path, default=None, help="where to save (default: the world's shipped folder)")
     ap.add_argument("--world", choices=WORLDS, default="v1", help="which shapes world to train on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=int, default=20000, help="number of rendered training scenes")
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    args.out = args.out or get_world(args.world).pipeline_path
     t_start = time.time()
     deadline = t_start + 60 * args.time_budget_min if args.time_budget_min else math.inf
     args.work.mkdir(parents=True, exist_ok=True)

@@ -44,35 +44,77 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rd_inference.toyworld.oracle import FoundObject, check, judge, label_pixels, objects_in
-from rd_inference.toyworld.prompts import (
-    COUNTS,
-    RELATIONS,
-    SKILLS,
-    PromptError,
-    parse,
-    prompts,
-    skill_of,
-    split_of,
-)
+from rd_inference.toyworld.oracle import FoundObject
 from rd_inference.toyworld.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, load_pipeline, sample_and_label
-from rd_inference.toyworld.vlm import PATCH, build_vlm, training_inputs, wrap, yes_no_loss
-from rd_inference.toyworld.world import COLOURS, SIZE, render, sample_scene
+from rd_inference.toyworld.vlm import build_vlm, patch_size, training_inputs, wrap, yes_no_loss
+from rd_inference.toyworld.worlds import WORLDS, get_world
 
-SKILL_WEIGHTS = {"single": 0.1, "two_objects": 0.1, "counting": 0.2, "colour_attribution": 0.25, "position": 0.35}
+SKILL_WEIGHTS_BY_WORLD = {
+    "v1": {"single": 0.1, "two_objects": 0.1, "counting": 0.2, "colour_attribution": 0.25, "position": 0.35},
+    "v2": {"single_object": 0.06, "two_object": 0.1, "counting": 0.22, "colors": 0.08, "position": 0.3,
+           "color_attr": 0.24},
+}
 # Share of each batch drawn from each pool of pairs.
 MIX = {"sample_own": 0.35, "sample_other": 0.3, "render_own": 0.1, "render_other": 0.25}
 # Auxiliary targets for the vision tower, per 4x4 patch: which object (colour x shape, as the oracle
 # names it) has its centroid in the patch, where that centroid is, and the patch's palette-colour mix.
-SHAPE_CLASSES = ("circle", "square", "triangle", "blob")
-AUX_CLASSES = 1 + len(COLOURS) * len(SHAPE_CLASSES)
-GRID = SIZE // PATCH
+WORLD = ""
+
+
+def use_world(name: str) -> None:
+    """Bind this module's world names (grammar, oracle, renderer, image and patch sizes) to the v1 or
+    v2 shapes world. The script trains one world per process; v1 is bound on import."""
+    global WORLD, COLOURS, SHAPES, PLURAL, SINGULAR, SIZE, PATCH, GRID, COUNTS, RELATIONS, SKILLS, SKILL_WEIGHTS
+    global PromptError, parse, prompts, split_of, check, label_pixels, render, sample_scene
+    global SHAPE_CLASSES, AUX_CLASSES, CAP, MENTION_OUTPUTS, _oracle
+    if name not in WORLDS:
+        raise ValueError(f"unknown toy world {name!r}; known: {', '.join(WORLDS)}")
+    pkg = "rd_inference.toyworld" + (".v2" if name == "v2" else "")
+    grammar, _oracle, world = (import_module(f"{pkg}.{m}") for m in ("prompts", "oracle", "world"))
+    WORLD, COLOURS, SHAPES, SIZE = name, world.COLOURS, world.SHAPES, world.SIZE
+    PLURAL = getattr(world, "PLURALS", {sh: sh + "s" for sh in SHAPES})
+    SINGULAR = {pl: sh for sh, pl in PLURAL.items()}
+    PATCH = patch_size(name)
+    GRID = SIZE // PATCH
+    COUNTS, RELATIONS, PromptError = grammar.COUNTS, grammar.RELATIONS, grammar.PromptError
+    SKILLS = getattr(grammar, "TASKS", getattr(grammar, "SKILLS", ()))
+    SKILL_WEIGHTS = SKILL_WEIGHTS_BY_WORLD[name]
+    parse, prompts, split_of, check = grammar.parse, grammar.prompts, grammar.split_of, _oracle.check
+    label_pixels, render, sample_scene = _oracle.label_pixels, world.render, world.sample_scene
+    SHAPE_CLASSES = (*SHAPES, "blob")
+    AUX_CLASSES = 1 + len(COLOURS) * len(SHAPE_CLASSES)
+    CAP = max(3, max(COUNTS.values()))  # counts in the word-level targets are capped here
+    MENTION_OUTPUTS = 3 * (CAP + 1) + 2 + (CAP + 1) + 2
+
+
+def skill_of(prompt: str) -> str:
+    return parse(prompt).skill
+
+
+def objects_in(labels: np.ndarray) -> tuple[FoundObject, ...]:
+    return _read(labels)[0]
+
+
+def _read(labels: np.ndarray) -> tuple[tuple, str]:
+    """The oracle's objects in a label image and, for v2, why the image is malformed ("" if clean)."""
+    if WORLD == "v2":
+        objects, index = _oracle.objects_in(labels)
+        return objects, _oracle.malformation(objects, index)
+    return _oracle.objects_in(labels), ""
+
+
+def judge(objects, parsed, malformed: str = ""):
+    return _oracle.judge(objects, parsed, malformed) if WORLD == "v2" else _oracle.judge(objects, parsed)
+
+
+use_world("v1")
 
 
 def _draw_prompts(n: int, rng: np.random.Generator) -> list[str]:
@@ -104,7 +146,7 @@ def near_miss(prompt: str, rng: np.random.Generator, p_any: float = 0.15, p_rela
     return str(rng.choice(close))
 
 
-def describe(objects: Sequence[FoundObject]) -> list[str]:
+def describe(objects: Sequence[FoundObject], malformed: str = "") -> list[str]:
     """Train-split prompts that an image showing ``objects`` (as the oracle found them) satisfies.
 
     A pipeline sample that misses its own prompt ("two red circles" drawn as three) usually satisfies
@@ -112,15 +154,15 @@ def describe(objects: Sequence[FoundObject]) -> list[str]:
     images, next to the near misses that are negatives.
     """
     objs = tuple(objects)
-    if not objs or any(o.shape == "blob" for o in objs):
+    if not objs or malformed or any(o.shape == "blob" for o in objs):
         return []
     words = [f"{o.colour} {o.shape}" for o in objs]
     out = []
-    if len(objs) == 1:
-        out.append(f"a {words[0]}")
+    if len(objs) == 1:  # the templates of both worlds; the grammar in use keeps its own
+        out += [f"a {words[0]}", f"a {objs[0].shape}"]
     if len(objs) in COUNTS.values() and len(set(words)) == 1:
         count = next(k for k, v in COUNTS.items() if v == len(objs))
-        out.append(f"{count} {words[0]}s")
+        out.append(f"{count} {objs[0].colour} {PLURAL[objs[0].shape]}")
     if len(objs) == 2:
         for a, b in ((objs[0], objs[1]), (objs[1], objs[0])):
             out += [f"a {a.shape} and a {b.shape}", f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"]
@@ -128,7 +170,7 @@ def describe(objects: Sequence[FoundObject]) -> list[str]:
     keep = []
     for p in dict.fromkeys(out):
         try:
-            if split_of(p) == "train" and judge(objs, parse(p)).ok:
+            if split_of(p) == "train" and judge(objs, parse(p), malformed).ok:
                 keep.append(p)
         except PromptError:  # e.g. "a circle and a circle" is not in the grammar
             continue
@@ -182,15 +224,16 @@ def read_images(data: dict, log) -> None:
     n = len(data["images"])
     labels = np.zeros((n, 2, SIZE, SIZE), dtype=np.uint8)
     room = np.zeros((n, 2, 4), dtype=np.int64)
-    objects = {}
+    objects, malformed = {}, {}
     for i in range(n):
         arr = data["images"][i].numpy()
         for f, view in enumerate((arr, arr[:, ::-1])):
-            labels[i, f] = label_pixels(view)
+            labels[i, f] = label_pixels(np.ascontiguousarray(view))
             room[i, f] = _room(labels[i, f])
-            objects[i, bool(f)] = objects_in(labels[i, f])
-    data["labels"], data["room"], data["objects"] = labels, room, objects
-    data["described"] = {i: describe(objects[i, False]) for i, _, _ in data["pools"]["sample_own"]}
+            objects[i, bool(f)], malformed[i, bool(f)] = _read(labels[i, f])
+    data["labels"], data["room"], data["objects"], data["malformed"] = labels, room, objects, malformed
+    data["described"] = {i: describe(objects[i, False], malformed[i, False])
+                         for i, _, _ in data["pools"]["sample_own"]}
     log(event="read", images=n, samples_described=sum(bool(v) for v in data["described"].values()))
 
 
@@ -241,7 +284,7 @@ def build_data(args, log) -> dict:
         data = {k: data[k] for k in ("images", "pools", "prompts")}
         read_images(data, log)
         for name in ("render_own", "sample_own"):
-            data["pools"][name] = [(i, p, judge(data["objects"][i, False], parse(p)).ok)
+            data["pools"][name] = [(i, p, judge(data["objects"][i, False], parse(p), data["malformed"][i, False]).ok)
                                    for i, p, _ in data["pools"][name]]
         log(event="relabelled", **{n: round(sum(y for _, _, y in data["pools"][n]) / len(data["pools"][n]), 3)
                                    for n in ("render_own", "sample_own")})
@@ -250,7 +293,7 @@ def build_data(args, log) -> dict:
     render_prompts = _draw_prompts(args.renders, rng)
     renders = [render(sample_scene(p, rng)) for p in render_prompts]
     log(event="renders", n=len(renders))
-    pipe = load_pipeline(args.pipeline)
+    pipe = load_pipeline(args.pipeline, WORLD)
     sample_prompts = _draw_prompts(args.samples, rng)
     samples = []
     # Batches of 64, one seed per sample (far from the seeds the benchmark uses); the step count
@@ -284,7 +327,7 @@ def _mentions(prompt: str) -> list[tuple[str | None, str | None]]:
     words = prompt.split()
     out = []
     for k, w in enumerate(words):
-        shape = w[:-1] if w.endswith("s") and w[:-1] in SHAPE_CLASSES else w
+        shape = SINGULAR.get(w, w)
         if w in COLOURS:
             out.append((w, None))
         elif shape in SHAPE_CLASSES:
@@ -296,17 +339,17 @@ def mention_targets(objects: Sequence[FoundObject], prompt: str) -> list[list[in
     """Per colour or shape word of the prompt, in order, five targets (-100 = not applicable): how many
     found objects have this colour; how many have this shape; how many have this shape and the colour
     named before it; for the last word of a position prompt, whether the relation holds; for the last
-    word of any prompt, how many objects the image holds in all. Counts are capped at 3. The first two
+    word of any prompt, how many objects the image holds in all. Counts are capped at ``CAP``. The first two
     need one look at the image, the third binds words, the fourth places, the fifth closes the world
     (a prompt is met only without extra objects)."""
     out = []
     for colour, shape in _mentions(prompt):
         if shape is None:
-            out.append([min(3, sum(o.colour == colour for o in objects)), -100, -100, -100, -100])
+            out.append([min(CAP, sum(o.colour == colour for o in objects)), -100, -100, -100, -100])
         else:
-            bound = -100 if colour is None else min(3, sum(o.shape == shape and o.colour == colour for o in objects))
-            out.append([-100, min(3, sum(o.shape == shape for o in objects)), bound, -100, -100])
-    out[-1][4] = min(3, len(objects))
+            bound = -100 if colour is None else min(CAP, sum(o.shape == shape and o.colour == colour for o in objects))
+            out.append([-100, min(CAP, sum(o.shape == shape for o in objects)), bound, -100, -100])
+    out[-1][4] = min(CAP, len(objects))
     parsed = parse(prompt)
     if parsed.relation is not None:
         out[-1][3] = int(judge(tuple(objects), parsed).detail["relation"])
@@ -350,7 +393,7 @@ def _batch(data: dict, batch: int, gen: np.random.Generator, p_any: float = 0.15
                 base = str(gen.choice(described)) if described and gen.random() < 0.5 else prompt
                 prompt = near_miss(base, gen, p_any)
         if flipped or name.endswith("other"):
-            label = judge(_objects(data, i, flipped), parse(prompt)).ok
+            label = judge(_objects(data, i, flipped), parse(prompt), data["malformed"][i, flipped]).ok
         views.append((i, flipped, dx, dy))
         images.append(_image(data, i, flipped, dx, dy))
         texts.append(prompt)
@@ -375,7 +418,6 @@ def auxiliary_loss(head, features: torch.Tensor, targets: tuple[torch.Tensor, ..
     return loss - (mix * out[..., AUX_CLASSES + 2 :].log_softmax(-1)).sum(-1).mean()
 
 
-MENTION_OUTPUTS = 4 + 4 + 4 + 2 + 4 + 2
 
 
 def mention_loss(head, hidden: torch.Tensor, input_ids: torch.Tensor, word_ids: torch.Tensor,
@@ -391,13 +433,14 @@ def mention_loss(head, hidden: torch.Tensor, input_ids: torch.Tensor, word_ids: 
         raise RuntimeError(f"{len(rows)} colour/shape tokens but {len(targets)} mention targets")
     out = head(hidden[rows, cols])
     loss = torch.zeros(())
-    for k, (lo, hi) in enumerate(((0, 4), (4, 8), (8, 12), (12, 14), (14, 18))):
+    c = CAP + 1
+    for k, (lo, hi) in enumerate(((0, c), (c, 2 * c), (2 * c, 3 * c), (3 * c, 3 * c + 2), (3 * c + 2, 4 * c + 2))):
         if (targets[:, k] >= 0).any():
             loss = loss + torch.nn.functional.cross_entropy(out[:, lo:hi], targets[:, k], ignore_index=-100)
     placed = [j for j, q in enumerate(places) if q is not None]
     if placed:
         want = torch.tensor([places[j] for j in placed])
-        loss = loss + 4 * ((out[placed, 18:20] - want) ** 2).sum(-1).mean()
+        loss = loss + 4 * ((out[placed, 4 * c + 2 : 4 * c + 4] - want) ** 2).sum(-1).mean()
     return loss
 
 
@@ -410,7 +453,7 @@ def train(args, data: dict, log, monitor=None) -> tuple:
     (``--train-steps``): the whole model on yes/no answers, plus the patch-level loss at ``--aux-weight``
     and the word-level loss (:func:`mention_loss`) at ``--mention-weight``."""
     model, processor = build_vlm(args.seed, vision_hidden=args.width, vision_layers=args.layers,
-                                 text_hidden=args.width, text_layers=args.text_layers or args.layers)
+                                 text_hidden=args.width, text_layers=args.text_layers or args.layers, world=WORLD)
     verifier = wrap(model, processor)
     head = torch.nn.Linear(args.width, AUX_CLASSES + 2 + 1 + len(COLOURS))
     text_head = torch.nn.Linear(args.width, MENTION_OUTPUTS)
@@ -419,7 +462,7 @@ def train(args, data: dict, log, monitor=None) -> tuple:
     tower_ids = {id(q) for q in tower.parameters()}
     groups = [{"params": [q for q in params if id(q) in tower_ids], "name": "vision"},
               {"params": [q for q in params if id(q) not in tower_ids], "name": "rest"}]
-    words = [*COLOURS, *(w for s in SHAPE_CLASSES[:-1] for w in (s, s + "s"))]
+    words = [*COLOURS, *(w for s in SHAPES for w in (s, PLURAL[s]))]
     word_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(words))
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
     ckpt = args.work / "ckpt.pt"
@@ -506,7 +549,8 @@ def evaluation_samples(pipe, *, seeds_per_skill: int = 60, steps: int = DEFAULT_
         ps = prompts(split, skill)
         per = max(1, math.ceil(seeds_per_skill / len(ps)))
         ps = ps[: max(1, seeds_per_skill // per)] if len(ps) * per > seeds_per_skill else ps
-        out += sample_and_label(pipe, ps, list(range(per)), num_inference_steps=steps, guidance_scale=guidance)
+        out += sample_and_label(pipe, ps, list(range(per)), num_inference_steps=steps, guidance_scale=guidance,
+                                world=WORLD)
     return out
 
 
@@ -515,7 +559,7 @@ def _tune_samples(args) -> list:
     path = args.work / "tune_samples.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    held = evaluation_samples(load_pipeline(args.pipeline), seeds_per_skill=24, split="tune",
+    held = evaluation_samples(load_pipeline(args.pipeline, WORLD), seeds_per_skill=24, split="tune",
                               steps=int(str(args.steps).split(",")[-1]), guidance=args.guidance)
     torch.save(held, path)
     return held
@@ -553,8 +597,9 @@ def agreement(verifier, samples, *, threshold: float = 0.5) -> dict[str, dict[st
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--world", choices=WORLDS, default="v1", help="which shapes world to train for")
     ap.add_argument("--work", type=Path, default=Path("runs/verifier_train"), help="data cache, checkpoint, log")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / "verifier")
+    ap.add_argument("--out", type=Path, default=None, help="where to save (default: the world's shipped folder)")
     ap.add_argument("--pipeline", type=Path, default=None, help="toy pipeline folder (default: the shipped one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--renders", type=int, default=6000)
@@ -589,13 +634,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-per-skill", type=int, default=60)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    use_world(args.world)
+    args.out = args.out or get_world(args.world).verifier_path
 
     if args.evaluate is not None:
         from rd_inference.yes_token import YesTokenVerifier
 
         verifier = YesTokenVerifier.from_pretrained(str(args.evaluate), device="cpu")
         t0 = time.time()
-        samples = evaluation_samples(load_pipeline(args.pipeline), seeds_per_skill=args.eval_per_skill,
+        samples = evaluation_samples(load_pipeline(args.pipeline, WORLD), seeds_per_skill=args.eval_per_skill,
                                      steps=int(str(args.steps).split(",")[-1]), guidance=args.guidance)
         table = agreement(verifier, samples)
         print(json.dumps({"agreement": table, "seconds": round(time.time() - t0, 1)}, indent=1))
