@@ -1,9 +1,11 @@
 """The toy-world quality benchmark: oracle accuracy of each strategy at matched denoiser-NFE budgets.
 
-Every cell runs one search per (prompt, seed) of an evaluation prompt set that shares no prompt with the
+Every cell runs one search per (prompt, seed) pair of an evaluation set that shares no prompt with the
 training or tuning sets, and reports the oracle's verdict on the chosen image (a 95% Wilson interval over
-prompts x seeds), the mean verifier score, wall time, and the reward-hacking rate: how often the
-verifier's pick scores high (>= ``hack_threshold``) yet fails the oracle.
+the pairs), the mean verifier score, wall time, and the reward-hacking rate: how often the verifier's
+pick scores high (>= ``hack_threshold``) yet fails the oracle. With a records folder every finished pair
+is appended to ``<records>/<method>@<budget>x.jsonl`` and skipped when the run is started again, so a
+long run can be stopped and resumed.
 """
 
 from __future__ import annotations
@@ -89,50 +91,70 @@ def check_disjoint(eval_prompts: Sequence[str], seen: Sequence[str]) -> None:
         )
 
 
-def run_cell(pipe, verifier, method: str, budget: int, prompts: Sequence[str], seeds: Sequence[int], *,
-             steps: int, guidance: float, hack_threshold: float = 0.5,
-             settings: dict | None = None) -> Cell | None:
-    """One (method, budget) cell; None when the strategy cannot fit the budget."""
-    from .toyworld.oracle import check
+def _search_pair(pipe, verifier, method: str, budget: int, prompt: str, seed: int, *, steps: int,
+                 guidance: float, params: dict, check: Callable) -> dict:
+    strategy = METHODS[method][0]
+    result = search(pipe, prompt, verifier=verifier, strategy=strategy,
+                    budget=None if method == "one" else f"{budget}x", seed=seed, steps=steps,
+                    guidance_scale=guidance, **params)
+    return {"prompt": prompt, "seed": seed, "ok": bool(check(result.image, prompt).ok), "score": result.score,
+            "nfe": result.counts["nfe"], "cap": result.counts["budget_nfe"] or result.counts["planned_nfe"],
+            "seconds": result.counts["seconds"]["total"]}
 
-    strategy, fixed = METHODS[method]
-    params = {**fixed, **(settings or {}).get(method, {})}
-    oks, scores, nfes, caps, seconds, high, hacked = [], [], [], [], [], 0, 0
-    for prompt in prompts:
-        for seed in seeds:
+
+def run_cell(pipe, verifier, method: str, budget: int, pairs: Sequence[tuple[str, int]], *, steps: int,
+             guidance: float, hack_threshold: float = 0.5, settings: dict | None = None,
+             check: Callable | None = None, record: Path | None = None) -> Cell | None:
+    """One (method, budget) cell over (prompt, seed) pairs; None when the strategy cannot fit the budget.
+    ``check`` is the oracle (default: world v1's); ``record``, a JSONL file of finished pairs to resume from."""
+    if check is None:
+        from .toyworld.oracle import check
+    params = {**METHODS[method][1], **(settings or {}).get(method, {})}
+    done: dict[tuple[str, int], dict] = {}
+    if record is not None and record.is_file():
+        for line in record.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["prompt"], row["seed"]] = row
+    rows = []
+    for prompt, seed in pairs:
+        row = done.get((prompt, seed))
+        if row is None:
             try:
-                result = search(pipe, prompt, verifier=verifier, strategy=strategy,
-                                budget=None if method == "one" else f"{budget}x", seed=seed, steps=steps,
-                                guidance_scale=guidance, **params)
+                row = _search_pair(pipe, verifier, method, budget, prompt, seed, steps=steps, guidance=guidance,
+                                   params=params, check=check)
             except ValueError as exc:
                 if "too small" in str(exc):
                     return None
                 raise
-            ok = check(result.image, prompt).ok
-            oks.append(ok)
-            scores.append(result.score)
-            nfes.append(result.counts["nfe"])
-            caps.append(result.counts["budget_nfe"] or result.counts["planned_nfe"])
-            seconds.append(result.counts["seconds"]["total"])
-            if result.score >= hack_threshold:
-                high += 1
-                hacked += not ok
+            if record is not None:
+                with record.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+        rows.append(row)
+    oks = [r["ok"] for r in rows]
+    high = [r for r in rows if r["score"] >= hack_threshold]
+    hacked = sum(not r["ok"] for r in high)
     low, up = wilson(sum(oks), len(oks))
-    return Cell(method, budget, len(oks), sum(oks) / len(oks), low, up, sum(scores) / len(scores),
-                sum(nfes) / len(nfes), sum(seconds) / len(seconds), hacked / high if high else 0.0, high,
-                sum(caps) / len(caps), oks)
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)
+    return Cell(method, budget, len(oks), sum(oks) / len(oks), low, up, mean("score"), mean("nfe"),
+                mean("seconds"), hacked / len(high) if high else 0.0, len(high), mean("cap"), oks)
 
 
-def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, methods: str | Sequence[str],
+def run_bench(pipe, verifier, pairs: Sequence[tuple[str, int]], *, methods: str | Sequence[str],
               budgets: Sequence[int], steps: int, guidance: float, settings: dict | None = None,
+              check: Callable | None = None, records: Path | None = None,
               log: Callable[[str], None] = print) -> list[Cell]:
+    """Every method at every budget (a single sample at 1x only) on the same (prompt, seed) pairs."""
     methods = resolve_methods(methods)
+    if records is not None:
+        records.mkdir(parents=True, exist_ok=True)
     cells = []
     for method in methods:
         for budget in [1] if method == "one" else [b for b in budgets if b > 1]:
             t0 = time.perf_counter()
-            cell = run_cell(pipe, verifier, method, budget, prompts, seeds, steps=steps, guidance=guidance,
-                            settings=settings)
+            record = records / f"{method}@{budget}x.jsonl" if records is not None else None
+            cell = run_cell(pipe, verifier, method, budget, pairs, steps=steps, guidance=guidance,
+                            settings=settings, check=check, record=record)
             if cell is None:
                 log(f"{method:>6} {budget:>3}x  does not fit this budget")
                 continue
@@ -140,7 +162,7 @@ def run_bench(pipe, verifier, prompts: Sequence[str], seeds: Sequence[int], *, m
             log(f"{method:>6} {budget:>3}x  accuracy {cell.accuracy:.3f} [{cell.ci_low:.3f}, {cell.ci_high:.3f}]  "
                 f"score {cell.mean_score:.3f}  hack {cell.hack_rate:.3f}  forwards {cell.mean_nfe:.0f}/"
                 f"{cell.budget_nfe:.0f}  ({time.perf_counter() - t0:.0f} s)")
-    add_paired(cells, [p for p in prompts for _ in seeds])
+    add_paired(cells, [p for p, _ in pairs])
     return cells
 
 
@@ -168,6 +190,32 @@ def markdown_table(cells: Sequence[Cell]) -> str:
             f"| {c.hack_rate:.3f} ({c.high_score_picks} high-score picks) | {c.seconds_per_item:.2f} "
             f"| {c.mean_nfe:.0f} / {c.budget_nfe:.0f} | {c.vs_bon} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def per_task_table(cells: Sequence[Cell], tasks: Sequence[str]) -> str:
+    """Oracle pass rate per task (``tasks[i]`` is pair i's task) for every cell, and beside each non-BoN
+    cell its paired difference from Best-of-N at the same budget on that task's pairs (wins:losses)."""
+    names = list(dict.fromkeys(tasks))
+    idx = {t: [i for i, x in enumerate(tasks) if x == t] for t in names}
+    bon = {c.budget: c for c in cells if c.method == "bon"}
+    head = "| method | budget | " + " | ".join(f"{t} ({len(idx[t])})" for t in names) + " |"
+    lines = [head, "|---|---|" + "---|" * len(names)]
+    for c in cells:
+        if len(c.passes) != len(tasks):
+            continue
+        row = []
+        for t in names:
+            mine = [c.passes[i] for i in idx[t]]
+            text = f"{100 * sum(mine) / len(mine):.1f}"
+            ref = bon.get(c.budget)
+            if c.method != "bon" and ref is not None and len(ref.passes) == len(tasks):
+                theirs = [ref.passes[i] for i in idx[t]]
+                wins = sum(a and not b for a, b in zip(mine, theirs))
+                losses = sum(b and not a for a, b in zip(mine, theirs))
+                text += f" ({100 * (sum(mine) - sum(theirs)) / len(mine):+.1f}; {wins}:{losses})"
+            row.append(text)
+        lines.append(f"| {c.method} | {c.budget}x | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +252,12 @@ def write_outputs(cells: Sequence[Cell], out: Path, meta: dict) -> None:
         scratch = Path(tmp)
         (scratch / "results.json").write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]},
                                                          indent=2))
-        (scratch / "table.md").write_text(markdown_table(cells))
+        table = markdown_table(cells)
+        if meta.get("tasks"):
+            table += ("\nOracle pass rate (%) per task (pairs); for each strategy, in brackets, its difference "
+                      "from Best-of-N at the same budget on the same pairs (points; wins:losses).\n\n"
+                      + per_task_table(cells, meta["tasks"]))
+        (scratch / "table.md").write_text(table)
         plot(cells, scratch / "accuracy_vs_nfe.png")
         out.mkdir(exist_ok=True)
         for name in ("results.json", "table.md", "accuracy_vs_nfe.png"):

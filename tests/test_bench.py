@@ -47,7 +47,7 @@ def test_unknown_methods_are_refused_before_any_work(tmp_path):
 
     # No pipeline or verifier is touched: the check comes before the first cell.
     with pytest.raises(ValueError, match="unknown method.*'bogus'"):
-        run_bench(None, None, ["a red circle"], [0], methods=["one", "bogus"], budgets=[1], steps=2, guidance=1.0)
+        run_bench(None, None, [("a red circle", 0)], methods=["one", "bogus"], budgets=[1], steps=2, guidance=1.0)
     res = rd_tts("bench", "--methods", "one,bogus", "--out", tmp_path / "out", cwd=tmp_path)
     assert res.returncode == 2 and "'bogus'" in res.stderr and "or 'all'" in res.stderr
     assert not (tmp_path / "out").exists()
@@ -94,5 +94,57 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path):
     methods = {c["method"] for c in data["cells"]}
     assert {"one", "bon", "sop"} <= methods
     assert all(0.0 <= c["accuracy"] <= 1.0 and c["ci_low"] <= c["accuracy"] <= c["ci_high"] for c in data["cells"])
-    assert (tmp_path / "bench" / "table.md").read_text().startswith("| method |")
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert table.startswith("| method |") and "per task" in table
     assert (tmp_path / "bench" / "accuracy_vs_nfe.png").stat().st_size > 1000
+    assert data["meta"]["world"] == "v1" and len(data["meta"]["pairs"]) == len(data["meta"]["tasks"]) == 5
+    records = sorted(p.name for p in (tmp_path / "bench" / "records").iterdir())
+    assert "bon@8x.jsonl" in records and "one@1x.jsonl" in records
+    assert not any(p.name.endswith(".records") for p in tmp_path.iterdir())  # moved into --out at the end
+
+
+def test_balanced_pairs_give_every_task_as_many_fresh_pairs():
+    from rd_inference.commands.bench import balanced_pairs
+
+    pairs = balanced_pairs({"big": tuple(f"p{i}" for i in range(10)), "small": ("a", "b")}, 4, [0, 1])
+    big, small = pairs[:8], pairs[8:]
+    assert len(big) == len(small) == 8 and len(set(pairs)) == 16
+    assert sorted({p for p, _ in big}) == ["p0", "p3", "p6", "p9"]  # spread over the task's prompts
+    assert sorted(small) == [("a", 0), ("a", 1), ("a", 10000), ("a", 10001),
+                             ("b", 0), ("b", 1), ("b", 10000), ("b", 10001)]
+
+
+def test_cells_resume_from_their_records_and_refuse_other_settings(tmp_path, monkeypatch):
+    from rd_inference import bench
+    from rd_inference.commands.bench import _check_records
+
+    calls = []
+
+    def fake(pipe, verifier, method, budget, prompt, seed, **_):
+        calls.append((prompt, seed))
+        return {"prompt": prompt, "seed": seed, "ok": seed % 2 == 0, "score": 0.9, "nfe": 80, "cap": 80,
+                "seconds": 0.1}
+
+    monkeypatch.setattr(bench, "_search_pair", fake)
+    record = tmp_path / "bon@8x.jsonl"
+    pairs = [("a red circle", s) for s in range(4)]
+    first = bench.run_cell(None, None, "bon", 8, pairs[:2], steps=10, guidance=4.0, record=record)
+    again = bench.run_cell(None, None, "bon", 8, pairs, steps=10, guidance=4.0, record=record)
+    assert calls == pairs  # the first two pairs were not searched again
+    assert first.passes == [True, False] and again.passes == [True, False, True, False]
+    _check_records(tmp_path / "rec", {"steps": 10})
+    _check_records(tmp_path / "rec", {"steps": 10})
+    with pytest.raises(ValueError, match="other settings"):
+        _check_records(tmp_path / "rec", {"steps": 20})
+
+
+def test_per_task_table_compares_with_best_of_n_on_each_tasks_pairs():
+    from rd_inference.bench import per_task_table
+
+    tasks = ["counting"] * 4 + ["position"] * 4
+    bon = Cell("bon", 8, 8, 0.5, 0, 1, 0.5, 80, 0.1, 0.0, 0, 80.0, [True, True, False, False] * 2)
+    sop = Cell("sop", 8, 8, 0.5, 0, 1, 0.5, 80, 0.1, 0.0, 0, 80.0, [True, True, True, False] + [False] * 4)
+    table = per_task_table([bon, sop], tasks)
+    assert "| counting (4) | position (4) |" in table
+    assert "| sop | 8x | 75.0 (+25.0; 1:0) | 0.0 (-50.0; 0:2) |" in table
+    assert "| bon | 8x | 50.0 | 50.0 |" in table

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
 HELP = "Oracle-scored benchmark of every strategy at matched compute on the embedded toy world."
 
 
+FULL_PER_TASK = 56  # x 3 seeds x 6 tasks = 1,008 pairs: intervals of about +-3 points
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="bench_out", help="folder for results.json, table.md, accuracy_vs_nfe.png")
+    p.add_argument("--out", default="bench_out",
+                   help="folder for results.json, table.md, accuracy_vs_nfe.png and records/ (one JSON line per "
+                        "finished search; a run stopped and started again with the same --out resumes)")
     p.add_argument("--quick", action="store_true", help="a few prompts, small budgets: a CI-sized run")
+    p.add_argument("--full", action="store_true",
+                   help=f"the README's run: {FULL_PER_TASK} prompts per task x the seeds (1,008 pairs with 3 seeds)")
+    p.add_argument("--world", choices=("v1", "v2"), default=None,
+                   help="toy world whose eval split and oracle to use (default: the world of --model)")
     p.add_argument("--model", default=None, help="toy pipeline folder (default: the embedded one)")
     p.add_argument("--verifier", default=None, help="toy VLM folder (default: the embedded one)")
     p.add_argument("--prompts", default=None, help="evaluation prompts, one a line (default: the eval split)")
-    p.add_argument("--per-skill", type=int, default=5, help="evaluation prompts per skill (default: 19 prompts)")
+    p.add_argument("--per-task", "--per-skill", dest="per_task", type=int, default=5,
+                   help="evaluation prompts per task, each with every seed; a task with fewer eval prompts "
+                        "repeats them with the seeds moved by 10,000 per repeat, so every task has as many pairs")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    p.add_argument("--budgets", default="1,4,8,16", help="multiples of one sample's denoiser forwards")
+    p.add_argument("--budgets", default="2,4,8,16", help="multiples of one sample's denoiser forwards")
     # The default is the four methods the comparison is about (6 min 39 s at the default size on 2 idle
     # CPU cores); "all" adds beam, fk and prune, which doubles the time.
     p.add_argument("--methods", default="one,bon,sop,zo,evo",
@@ -27,11 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def seen_prompts(*folders: Path) -> list[str]:
+def seen_prompts(*folders: Path, world: str = "v1") -> list[str]:
     """Training and tuning prompts: the grammar's train/tune splits plus any prompt a shipped model card
     lists in ``training_prompts.txt`` beside its weights."""
-    from ..toyworld.prompts import prompts
+    from ..toyworld.worlds import get_world
 
+    prompts = get_world(world).prompts
     seen = [*prompts("train"), *prompts("tune")]
     for folder in folders:
         listed = Path(folder) / "training_prompts.txt"
@@ -40,27 +54,61 @@ def seen_prompts(*folders: Path) -> list[str]:
     return seen
 
 
+def balanced_pairs(by_task: dict[str, tuple[str, ...]], per_task: int, seeds: list[int]) -> list[tuple[str, int]]:
+    """``per_task`` x ``len(seeds)`` (prompt, seed) pairs per task: prompts spread over the task's eval
+    prompts, each with every seed; a task with fewer prompts repeats them, the r-th repeat with every seed
+    moved by 10,000 x r (fresh seeds, so no pair is run twice)."""
+    from ..toyworld.prompts import spread
+
+    pairs = []
+    for ps in by_task.values():
+        chosen = spread(ps, per_task) if len(ps) >= per_task else [ps[i % len(ps)] for i in range(per_task)]
+        seen: dict[str, int] = {}
+        for p in chosen:
+            r = seen[p] = seen.get(p, -1) + 1
+            pairs += [(p, s + 10_000 * r) for s in seeds]
+    return pairs
+
+
+def _world_of(model_dir: Path) -> str:
+    cfg = model_dir / "vae" / "config.json"
+    return "v2" if cfg.is_file() and json.loads(cfg.read_text()).get("sample_size") == 48 else "v1"
+
+
+def _check_records(records: Path, fingerprint: dict) -> None:
+    """Refuse to resume records made with other settings (they would be mixed into the new run)."""
+    meta = records / "fingerprint.json"
+    if meta.is_file() and json.loads(meta.read_text()) != fingerprint:
+        raise ValueError(f"{records.parent} holds records of a run with other settings (model, verifier, "
+                         "steps, guidance or strategy settings); choose a new --out or delete it")
+    records.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps(fingerprint, indent=1))
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import check_disjoint, resolve_methods, run_bench, write_outputs
     from ..pipelines import default_model_path, load_pipeline, model_defaults
-    from ..toyworld.prompts import SKILLS, prompts, spread
+    from ..toyworld.worlds import get_world
     from ..verifier_loading import default_verifier_path, load_verifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model else default_model_path()
     verifier_dir = Path(args.verifier) if args.verifier else default_verifier_path()
+    world = get_world(args.world or _world_of(model_dir))
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.prompts:
         eval_prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
         if not eval_prompts:
             raise ValueError(f"{args.prompts} has no prompts")
+        pairs = [(p, s) for p in eval_prompts for s in seeds]
     else:
-        per_skill = 1 if args.quick else args.per_skill
-        eval_prompts = [p for skill in SKILLS for p in spread(prompts("eval", skill), per_skill)]
-    check_disjoint(eval_prompts, seen_prompts(model_dir, verifier_dir))
-    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+        per_task = 1 if args.quick else FULL_PER_TASK if args.full else args.per_task
+        pairs = balanced_pairs({t: world.prompts("eval", t) for t in world.tasks}, per_task, seeds)
+        eval_prompts = list(dict.fromkeys(p for p, _ in pairs))
+    check_disjoint(eval_prompts, seen_prompts(model_dir, verifier_dir, world=world.name))
     # 8x, not 4x: the smallest Search over Paths run with the tuned settings costs about 4.6 samples.
     budgets = [1, 8] if args.quick else [int(b) for b in args.budgets.split(",")]
     methods = ["one", "bon", "sop"] if args.quick else resolve_methods(args.methods)
@@ -69,13 +117,24 @@ def run(args: argparse.Namespace) -> int:
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
     pipe = load_pipeline(model_dir, device="cpu")
     verifier = load_verifier(str(verifier_dir), device="cpu")
-    cells = run_bench(pipe, verifier, eval_prompts, seeds, methods=methods, budgets=budgets, steps=steps,
-                      guidance=guidance, settings=defaults.get("strategies"))
-    meta = {"prompts": eval_prompts, "seeds": seeds, "steps": steps, "guidance": guidance, "methods": methods,
-            "budgets": budgets, "model": str(model_dir), "verifier": str(verifier_dir),
-            "settings": defaults.get("strategies", {}), "quick": args.quick}
     out = Path(args.out)
+    # Finished pairs are recorded beside --out while the run goes (so --out is complete or absent) and
+    # moved into it at the end; a run started again with the same --out picks them up.
+    records = out.parent / f".{out.name}.records"
+    if (out / "records").is_dir() and not records.exists():
+        shutil.copytree(out / "records", records)
+    _check_records(records, {"model": str(model_dir.resolve()), "verifier": str(verifier_dir.resolve()),
+                             "steps": steps, "guidance": guidance, "settings": defaults.get("strategies", {})})
+    cells = run_bench(pipe, verifier, pairs, methods=methods, budgets=budgets, steps=steps, guidance=guidance,
+                      settings=defaults.get("strategies"), check=world.check, records=records)
+    tasks = [world.parse(p).skill for p, _ in pairs]
+    meta = {"world": world.name, "pairs": pairs, "tasks": tasks, "seeds": seeds, "steps": steps,
+            "guidance": guidance, "methods": methods, "budgets": budgets, "model": str(model_dir),
+            "verifier": str(verifier_dir), "settings": defaults.get("strategies", {}), "quick": args.quick,
+            "full": args.full}
     write_outputs(cells, out, meta)
+    shutil.rmtree(out / "records", ignore_errors=True)
+    os.replace(records, out / "records")
     print(f"wrote {out}/results.json, {out}/table.md, {out}/accuracy_vs_nfe.png")
     print(json.dumps(meta["settings"]) if meta["settings"] else "")
     return 0
