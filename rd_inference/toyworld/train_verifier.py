@@ -295,17 +295,25 @@ def build_data(args, log) -> dict:
     log(event="renders", n=len(renders))
     pipe = load_pipeline(args.pipeline, WORLD)
     sample_prompts = _draw_prompts(args.samples, rng)
-    samples = []
+    # Sampling is the long part of building the data (half an hour for world v2 on one core): finished
+    # batches are kept in <work>/samples_partial.pt so a stopped run picks up where it was.
+    partial = args.work / "samples_partial.pt"
+    samples = [Image.fromarray(a) for a in torch.load(partial, weights_only=False)] if partial.exists() else []
+    if samples:
+        log(event="resumed_sampling", n=len(samples))
     # Batches of 64, one seed per sample (far from the seeds the benchmark uses); the step count
     # alternates between the ``--steps`` values so the verifier sees the failures of each.
     steps = [int(s) for s in str(args.steps).split(",")]
     for k, i in enumerate(range(0, len(sample_prompts), 64)):
+        if i < len(samples):
+            continue
         chunk = sample_prompts[i : i + 64]
         out = pipe(chunk, num_inference_steps=steps[k % len(steps)], guidance_scale=args.guidance,
                    generator=[torch.Generator().manual_seed(100_000 + i + j) for j in range(len(chunk))]).images
         samples += out
         if len(samples) % 640 == 0:
             log(event="sampled", n=len(samples))
+            torch.save(np.stack([np.asarray(im) for im in samples]), partial)
     images = renders + samples
     r_own, r_other = make_pairs(renders, render_prompts, rng, 0)
     s_own, s_other = make_pairs(samples, sample_prompts, rng, len(renders))
@@ -317,6 +325,7 @@ def build_data(args, log) -> dict:
                           | {p for pool in (r_other, s_other) for _, p, _ in pool}),
     }
     torch.save(data, path)
+    partial.unlink(missing_ok=True)
     read_images(data, log)
     return data
 

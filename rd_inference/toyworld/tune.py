@@ -45,26 +45,30 @@ CONFIGS: dict[str, tuple[str, dict | None]] = {
 }
 
 
-def pairs_for(split: str, per_skill: int, seeds: list[int]) -> list[tuple[str, int]]:
-    from rd_inference.toyworld.prompts import SKILLS, prompts, spread
+def pairs_for(split: str, per_skill: int, seeds: list[int], world: str = "v1") -> list[tuple[str, int]]:
+    from rd_inference.toyworld.prompts import spread
+    from rd_inference.toyworld.worlds import get_world
 
-    return [(p, s) for skill in SKILLS for p in spread(prompts(split, skill), per_skill) for s in seeds]
+    w = get_world(world)
+    return [(p, s) for skill in w.tasks for p in spread(w.prompts(split, skill), per_skill) for s in seeds]
 
 
 def records_path(out: Path, config: str, budget: int) -> Path:
     return out / "records" / f"{config}@{budget}x.jsonl"
 
 
-def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, steps: int, guidance: float) -> None:
+def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, steps: int, guidance: float,
+               world: str = "v1", model: Path | None = None) -> None:
     """Append one record per (prompt, seed) not yet recorded for this configuration and budget."""
     from rd_inference.api import search
-    from rd_inference.toyworld.oracle import check
+    from rd_inference.toyworld.worlds import get_world
 
+    check = get_world(world).check
     strategy, settings = CONFIGS[config]
     if settings is None:
         from rd_inference.pipelines import default_model_path, model_defaults
 
-        settings = model_defaults(default_model_path()).get("strategies", {}).get(strategy, {})
+        settings = model_defaults(model or default_model_path()).get("strategies", {}).get(strategy, {})
     path = records_path(out, config, budget)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["prompt"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
@@ -84,10 +88,12 @@ def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, st
     print(f"{config:>18} {budget:>3}x  {ran} new pairs in {time.time() - t0:.0f} s", flush=True)
 
 
-def report(out: Path, pairs) -> str:
+def report(out: Path, pairs, world: str = "v1") -> str:
     """A markdown table: pass rate, forwards spent and the paired difference against Best-of-N."""
     from rd_inference.paired import paired
-    from rd_inference.toyworld.prompts import skill_of
+    from rd_inference.toyworld.worlds import get_world
+
+    parse = get_world(world).parse
 
     wanted = set(pairs)
     table: dict[tuple[str, int], dict] = {}
@@ -100,7 +106,7 @@ def report(out: Path, pairs) -> str:
              "|---|---|---|---|---|---|---|"]
     for (config, budget), rows in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         oks = [rows[k]["ok"] for k in pairs]
-        pos = [rows[k]["ok"] for k in pairs if skill_of(k[0]) == "position"]
+        pos = [rows[k]["ok"] for k in pairs if parse(k[0]).skill == "position"]
         spent = sum(r["nfe"] for r in rows.values()) / len(rows)
         cap = rows[pairs[0]]["budget_nfe"]
         ref = table.get(("bon", budget))
@@ -124,25 +130,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/tune"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="which toy world's splits and oracle")
+    ap.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the world's shipped one)")
+    ap.add_argument("--verifier", type=Path, default=None, help="verifier folder (default: the world's shipped one)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pairs = pairs_for(args.split, args.per_skill, [int(s) for s in args.seeds.split(",")])
+    from rd_inference.toyworld.worlds import get_world
+
+    model = args.model or get_world(args.world).pipeline_path
+    verifier_dir = args.verifier or get_world(args.world).verifier_path
+    pairs = pairs_for(args.split, args.per_skill, [int(s) for s in args.seeds.split(",")], args.world)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
     if not args.report:
-        from rd_inference.pipelines import default_model_path, load_pipeline
-        from rd_inference.verifier_loading import default_verifier_path, load_verifier
+        from rd_inference.pipelines import load_pipeline
+        from rd_inference.verifier_loading import load_verifier
 
-        pipe = load_pipeline(default_model_path(), device="cpu")
-        verifier = load_verifier(str(default_verifier_path()), device="cpu")
+        pipe = load_pipeline(model, device="cpu")
+        verifier = load_verifier(str(verifier_dir), device="cpu")
         for budget in [int(b) for b in args.budgets.split(",")]:
             for config in configs:
                 if config != "one" or budget == 1:
                     run_config(pipe, verifier, config, budget, pairs, args.out, steps=args.steps,
-                               guidance=args.guidance)
-    text = report(args.out, pairs)
+                               guidance=args.guidance, world=args.world, model=model)
+    text = report(args.out, pairs, args.world)
     print(text)
     (args.out / "table.md").write_text(text)
     plot_records(args.out, pairs, args.out / "accuracy_vs_budget.png")
