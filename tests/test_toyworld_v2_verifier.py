@@ -50,7 +50,7 @@ def test_malformed_images_describe_nothing_and_label_negative(v2):
 
 
 def test_mention_targets_read_v2_plurals_and_count_to_five(v2):
-    objs = find_objects(render(Scene(tuple(SceneObject("cross", "black", x, y, 4) for x, y in ((6, 8), (20, 8), (34, 8), (6, 30), (20, 30))))))
+    objs = find_objects(render(Scene(tuple(SceneObject("cross", "black", x, y, 5) for x, y in ((7, 7), (22, 7), (37, 7), (7, 30), (22, 30))))))
     n = -100
     assert v2.mention_targets(objs, "five black crosses") == [[5, n, n, n, n], [n, 5, 5, n, 5]]
     assert v2.mention_targets(objs, "a cross") == [[n, 5, n, n, 5]]

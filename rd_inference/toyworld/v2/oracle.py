@@ -25,15 +25,15 @@ from scipy import ndimage
 from rd_inference.toyworld.v2.prompts import ParsedPrompt, parse
 from rd_inference.toyworld.v2.world import BACKGROUND, COLOURS, SIZE, relation_offsets
 
-MIN_AREA = 12  # the smallest drawn object (a radius-4 triangle) has 41 pixels
+MIN_AREA = 12  # the smallest drawn object (a radius-5 triangle) has 61 pixels
 RELATION_MARGIN = 2.0
 # Shape cuts (see shape_of), each midway between the ranges measured on aliased and anti-aliased
 # renders of every shape at every radius (tests/test_toyworld_v2.py prints them).
 MAX_ASPECT = 1.5
-RING_HOLE = 0.11  # enclosed background over box: rings 0.22-0.32, every other shape 0
-CROSS_SOLIDITY = 0.9  # area over the convex hull's pixels: crosses 0.70-0.81, the rest 1 (rings go first)
+RING_HOLE = 0.11  # enclosed background over box: rings 0.22-0.31, every other shape 0
+CROSS_SOLIDITY = 0.9  # area over the convex hull's pixels: crosses 0.73-0.88, the rest 1 (rings go first)
 TRIANGLE_TAPER = 0.51  # top third's mean row width over the bottom third's: triangles 0.20-0.27, rest >= 0.75
-DIAMOND_FILL = 0.655  # area over box: diamonds 0.50-0.56, circles 0.75-0.85, squares 1
+DIAMOND_FILL = 0.655  # area over box: diamonds 0.50-0.55, circles 0.76-0.81, squares 1
 SQUARE_CORNERS = 0.56  # filled share of the box outside its inscribed ellipse: circles <= 0.13, squares 1
 SQUARE_FILL = 0.8
 
