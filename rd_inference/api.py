@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +14,11 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .budget import DEFAULT_MAX_NFE, size_search
+from .checks import check_seed
 from .denoisers import make_denoiser
 from .pipelines import load_pipeline, model_name
+from .plan import Plan, calibrate, dry_run
 from .run_dir import check_out_dir, write_run_dir
 from .strategies import NodeReached, SearchContext, get_strategy
 from .tree import SearchTree
@@ -70,20 +72,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def parse_budget(budget: int | str, one_sample_nfe: int) -> int:
-    """``400`` -> 400 denoiser forwards; ``"4x"`` -> 4 times one sample's forwards."""
-    if isinstance(budget, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*x\s*", budget)
-        if m:
-            return int(float(m.group(1)) * one_sample_nfe)
-        if not budget.strip().isdigit():
-            raise ValueError(f"budget {budget!r} is not a number of denoiser forwards or a multiple like '4x'")
-        budget = int(budget)
-    if int(budget) < 1:
-        raise ValueError(f"budget must be positive, got {budget}")
-    return int(budget)
-
-
 def search(
     pipe,
     prompt: str,
@@ -105,6 +93,8 @@ def search(
     offload: bool = False,
     final_pick: str = "score",
     tournament_k: int = 4,
+    max_nfe: int | str | None = DEFAULT_MAX_NFE,
+    on_plan: Callable[[Plan], None] | None = None,
     **params: Any,
 ) -> SearchResult:
     """Spend extra inference compute on ``pipe`` to find the image ``verifier`` likes best for ``prompt``.
@@ -117,6 +107,9 @@ def search(
     models leave the GPU while the verifier scores (give the verifier ``offload=True`` too); the moves are
     timed under ``counts["seconds"]["move"]``. ``final_pick="tournament"`` replaces the pointwise pick by
     a pairwise round robin over the ``tournament_k`` best finished images (needs ``verifier.compare``).
+    A search planned to spend more than ``max_nfe`` forwards (default 256 single samples' worth; ``None``
+    for no ceiling) is refused before it starts. ``on_plan(plan)`` is called before the search with its
+    forwards, decodes, verified images and a rough time from a short calibration; it may raise to cancel.
 
     Example:
         >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")
@@ -129,7 +122,7 @@ def search(
     return run_search(
         den, verifier, strategy=strategy, budget=budget, seed=seed, verify_batch=verify_batch, out=out,
         progress=progress, stop_at_node=stop_at_node, offload=offload, final_pick=final_pick,
-        tournament_k=tournament_k, model=model_name(pipe), **params,
+        tournament_k=tournament_k, max_nfe=max_nfe, on_plan=on_plan, model=model_name(pipe), **params,
     )
 
 
@@ -147,6 +140,8 @@ def run_search(
     offload: bool = False,
     final_pick: str = "score",
     tournament_k: int = 4,
+    max_nfe: int | str | None = DEFAULT_MAX_NFE,
+    on_plan: Callable[[Plan], None] | None = None,
     model: str | None = None,
     **params: Any,
 ) -> SearchResult:
@@ -161,23 +156,13 @@ def run_search(
     if not callable(verifier):
         raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
     prompt = den.prompt
+    seed = check_seed(seed)
     if out is not None:
         check_out_dir(out)
-    params = {**strat.defaults, **params}
-    strat.validate(params)
-    per_step = den.forwards_per_step
-    nfe_budget = None
-    if budget is not None:
-        nfe_budget = parse_budget(budget, den.schedule.num_steps * per_step)
-        fitted = strat.fit(nfe_budget, den.schedule, per_step, params)
-        if not _fits(strat, nfe_budget, den.schedule, per_step, params):
-            smallest = _smallest_budget(strat, den.schedule, per_step, params)
-            raise ValueError(
-                f"budget of {nfe_budget} denoiser forwards is too small for strategy {strat.name!r} with these "
-                f"settings: its smallest run costs {smallest}; raise the budget or use fewer steps"
-            )
-        params = fitted
-    planned = strat.nfe(den.schedule, per_step, params)
+    params, planned, nfe_budget = size_search(strat, den, budget, params, max_nfe)
+    if on_plan is not None:
+        on_plan(calibrate(den, verifier, dry_run(den, strat, params, seed=seed, verify_batch=verify_batch,
+                                                  tournament_k=tournament_k if final_pick == "tournament" else None)))
     budget_note = None
     if nfe_budget is not None and planned < 0.95 * nfe_budget:
         # Sizes come in whole paths and branches; with few steps one more does not fit.
@@ -244,25 +229,6 @@ def _tournament_pick(ctx: SearchContext, top_k: int) -> tuple[int, dict]:
     return finished[res.winner].id, table
 
 
-def _fits(strat, budget: int, schedule, per_step: int, params: dict) -> bool:
-    try:
-        strat.validate(strat.fit(budget, schedule, per_step, params))
-    except ValueError:
-        return False
-    return True
-
-
-def _smallest_budget(strat, schedule, per_step: int, params: dict) -> int:
-    """The least budget the strategy fits with the user's other settings (fitting is monotone in budget)."""
-    low, high = 1, schedule.num_steps * per_step
-    while not _fits(strat, high, schedule, per_step, params):
-        high *= 2
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (low, mid) if _fits(strat, mid, schedule, per_step, params) else (mid + 1, high)
-    return low
-
-
 def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifier | None = None,
                device: str | None = None) -> Image.Image:
     """Rebuild node ``node_id``'s image from a run directory, bit-exactly on the same device.
@@ -276,6 +242,9 @@ def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifi
     if not summary_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no summary.json)")
     config = json.loads(summary_path.read_text())["config"]
+    if not (run_dir / "tree.jsonl").is_file():
+        raise FileNotFoundError(f"{run_dir} has no tree.jsonl, so its nodes cannot be rebuilt: pass the complete "
+                                "run directory rd-tts generate wrote")
     tree = [json.loads(line) for line in (run_dir / "tree.jsonl").read_text().splitlines()]
     if not 0 <= node_id < len(tree):
         raise ValueError(f"node {node_id} is not in this run: its nodes are 0..{len(tree) - 1}")
@@ -291,7 +260,7 @@ def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifi
             pipe, config["prompt"], verifier=verifier, strategy=config["strategy"], seed=config["seed"],
             steps=d["steps"], guidance_scale=d["guidance_scale"], negative_prompt=d["negative_prompt"],
             height=d["height"], width=d["width"], max_batch=d["max_batch"], verify_batch=config["verify_batch"],
-            stop_at_node=node_id, **config["params"],
+            stop_at_node=node_id, max_nfe=None, **config["params"],
         )
     except NodeReached as reached:
         from .images import to_pil

@@ -27,15 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
         p.set_defaults(_run=module.run)
     return parser
+
+
+# What a user can fix from the message alone; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
         print(f"rd-tts {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

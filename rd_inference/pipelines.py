@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .checks import UserError, check_pipeline_source, first_line, looks_local
+
 EMBEDDED_PIPELINE = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
 
 
@@ -20,28 +22,22 @@ def default_model_path() -> Path:
     return path
 
 
-def looks_local(path_or_id: str) -> bool:
-    return os.path.isabs(path_or_id) or path_or_id.startswith((".", "~")) or os.path.exists(path_or_id)
-
-
 def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
                   device: str | None = None):
     """``DiffusionPipeline.from_pretrained`` with safetensors only; ``None`` loads the embedded toy model."""
     from diffusers import DiffusionPipeline
 
     path_or_id = str(path_or_id) if path_or_id is not None else str(default_model_path())
+    check_pipeline_source(path_or_id)
     if looks_local(path_or_id):
-        folder = Path(path_or_id).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise FileNotFoundError(
-                f"{folder} is not a diffusers pipeline folder (no model_index.json); "
-                "pass a folder saved with save_pretrained or a hub id"
-            )
-        path_or_id = str(folder)
+        path_or_id = str(Path(path_or_id).expanduser())
     kwargs = {"use_safetensors": True}
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
-    pipe = DiffusionPipeline.from_pretrained(path_or_id, **kwargs)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path_or_id, **kwargs)
+    except OSError as exc:  # not on the hub, no network, a missing file: say which model and why, in one line
+        raise UserError(f"cannot load the diffusion model {path_or_id}: {first_line(exc)}") from exc
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

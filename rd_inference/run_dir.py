@@ -18,6 +18,9 @@ def check_out_dir(path: str | os.PathLike) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot create output directory {path}: {probe} is a file, not a folder; "
+                                 "choose another --out")
     if not os.access(probe, os.W_OK):
         raise PermissionError(f"cannot write under {probe}: choose an --out in a writable place")
     return path

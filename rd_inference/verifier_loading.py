@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import UserError, check_verifier_source, first_line
 from .verifiers import BrightnessVerifier, ColorVerifier, Verifier
 
 
@@ -27,9 +28,14 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
         return ColorVerifier(rgb)
     from .yes_token import YesTokenVerifier
 
+    path = str(spec) if spec is not None else str(default_verifier_path())
+    check_verifier_source(path)
     kwargs = {"device": device, "offload": offload}
     if quantization not in (None, "none"):
         kwargs["quantization"] = quantization
     if criteria is not None:
         kwargs["criteria"] = criteria
-    return YesTokenVerifier.from_pretrained(str(spec) if spec is not None else str(default_verifier_path()), **kwargs)
+    try:
+        return YesTokenVerifier.from_pretrained(path, **kwargs)
+    except OSError as exc:  # not on the hub, no network, a missing file: say which verifier and why
+        raise UserError(f"cannot load the verifier {path}: {first_line(exc)}") from exc

@@ -6,7 +6,7 @@ import pytest
 from tiny_pipelines import tiny_sd
 
 from rd_inference import BrightnessVerifier, regenerate, search
-from rd_inference.api import _fits
+from rd_inference.budget import fits as _fits
 from rd_inference.denoisers import make_denoiser
 from rd_inference.paired import mcnemar_exact, paired
 from rd_inference.pipelines import default_model_path, load_pipeline, model_defaults

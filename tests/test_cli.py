@@ -52,7 +52,7 @@ def test_generate_then_regenerate(model_dir, tmp_path):
     "args, message",
     [
         (["generate", "", "--verifier", "brightness"], "no prompt"),
-        (["generate", "a cat", "--verifier", "brightness", "--model", "/nonexistent/model"], "not a diffusers pipeline folder"),
+        (["generate", "a cat", "--verifier", "brightness", "--model", "/nonexistent/model"], "model folder /nonexistent/model does not exist"),
         (["generate", "a cat", "--verifier", "color:red"], "color:R,G,B"),
         (["regenerate", "/nonexistent/run", "0"], "not a run directory"),
     ],

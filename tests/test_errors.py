@@ -35,7 +35,23 @@ def _search(pipe, out, **kw):
         ({"strategy": "astar"}, "unknown strategy 'astar'; known strategies: bon, sop, zo, beam, fk, prune"),
         ({"strategy": "bon", "m": 3}, r"unknown setting\(s\) \['m'\]"),
         ({"budget": "lots"}, "not a number of denoiser forwards"),
-        ({"max_batch": 0}, "max_batch must be >= 1"),
+        ({"max_batch": 0}, r"max_batch \(paths per denoiser forward\) must be a whole number >= 1"),
+        ({"prompt": 5}, "the prompt must be text \\(str\\), got int 5"),
+        ({"steps": 0}, "steps must be a whole number >= 1"),
+        ({"steps": 2.5}, "steps must be a whole number >= 1"),
+        ({"guidance_scale": float("nan")}, "guidance scale must be a finite number"),
+        ({"guidance_scale": float("inf")}, "guidance scale must be a finite number"),
+        ({"height": 31}, "height 31 is not a multiple of 2 .*: use 30 or 32"),
+        ({"width": 1}, "width 1 is not a multiple of 2 .*: use 2"),
+        ({"width": 0}, "width must be a whole number of pixels"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"seed": -1}, "seed -1 is outside the generator's range"),
+        ({"seed": 2**70}, "outside the generator's range: use a whole number from 0 to 2\\*\\*64-1"),
+        ({"seed": True}, "seed must be a whole number"),
+        ({"budget": float("nan")}, "budget must be a whole number of denoiser forwards"),
+        ({"budget": 0}, "budget must be at least 1"),
+        ({"strategy": "bon", "budget": "1000000x"}, r"above the ceiling of 2048 \(256x\).*at least 8000000"),
+        ({"strategy": "bon", "n": 300}, r"above the ceiling.*raise the ceiling to at least 2400"),
     ],
 )
 def test_bad_settings_fail_before_work(pipe, tmp_path, kwargs, match):
@@ -64,7 +80,7 @@ def test_non_finite_latents_leave_no_run_directory(pipe, tmp_path, monkeypatch):
         return (out[0] * float("nan"),)
 
     monkeypatch.setattr(broken.unet, "forward", nan_forward)
-    with pytest.raises(FloatingPointError, match="non-finite latents.*float32 or bfloat16"):
+    with pytest.raises(FloatingPointError, match=r"non-finite latents.*\(torch.float32\); lower the guidance scale"):
         _search(broken, tmp_path / "run", strategy="bon", n=2)
     assert list(tmp_path.iterdir()) == []
 

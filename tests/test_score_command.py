@@ -47,5 +47,5 @@ def test_score_pairwise_and_rationale(tiny_vlms, image_files, capsys):
 
 
 def test_score_missing_image(tiny_vlms, tmp_path):
-    with pytest.raises(FileNotFoundError, match="image not found"):
+    with pytest.raises(ValueError, match="missing.png does not exist"):
         run_score(["--verifier", tiny_vlms["llava"], "--prompt", "p", str(tmp_path / "missing.png")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from .options import add_model_arguments, add_search_arguments, search_kwargs, strategy_params
+from .options import add_model_arguments, add_search_arguments, check_inputs, search_kwargs, strategy_params
 
 HELP = "Search every prompt of a file (x seeds) into one folder with a results.jsonl index; resumable."
 
@@ -46,13 +46,27 @@ def per_process(value: str | None, index: int, count: int, flag: str) -> str | N
 
 def check_settings(args: argparse.Namespace) -> None:
     """What can be checked without models: the strategy's settings and the budget's form."""
-    from ..api import parse_budget
+    from ..budget import parse_budget
     from ..strategies import get_strategy
 
     strat = get_strategy(args.strategy)
     strat.validate({**strat.defaults, **strategy_params(args)})
     if args.budget is not None:
         parse_budget(args.budget, 1)
+
+
+def check_batch_out(out: str) -> None:
+    """The batch folder can be created or resumed: checked without writing (the write probe comes later)."""
+    import os
+    from pathlib import Path
+
+    probe = Path(out)
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"cannot write the batch output folder {out} ({probe} is a file); choose a folder for --out")
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"cannot write the batch output folder {out} ({probe} is read-only); choose a writable --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the prompts file sets criteria, but --verifier {args.verifier} takes none; use a VLM "
                          "verifier or drop the criteria")
     check_settings(args)
+    check_batch_out(args.out)
+    check_inputs(args, seeds=[item.seed for item in items])
 
     import torch
     from accelerate import PartialState
 
     from ..batch import run_batch
     from ..pipelines import load_pipeline
+    from ..plan import plan_search
     from ..verifier_loading import load_verifier
 
     cpu = (args.device or "").startswith("cpu") or not torch.cuda.is_available()
@@ -83,10 +100,12 @@ def run(args: argparse.Namespace) -> int:
         "criteria": args.criteria, "dtype": args.dtype, **search_kwargs(args),
     }
     settings.pop("offload")  # placement, not a result-deciding setting
-    out = prepare_batch(args.out, items, settings, is_main=state.is_main_process)
     verifier = load_verifier(args.verifier, device=verifier_device, quantization=args.quantization,
                              criteria=args.criteria, offload=args.offload)
     pipe = load_pipeline(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None, device=device)
+    # The budget's fit and the ceiling depend on the model's schedule: checked before the folder is touched.
+    plan_search(pipe, items[0].prompt, seed=items[0].seed, timed=False, **search_kwargs(args))
+    out = prepare_batch(args.out, items, settings, is_main=state.is_main_process)
     report = run_batch(pipe, items, out, verifier=verifier, state=state, show_progress=not args.no_progress,
                        **search_kwargs(args))
     if state.is_main_process:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..run_dir import slug
-from .options import add_model_arguments, add_search_arguments, search_kwargs
+from .options import add_model_arguments, add_search_arguments, check_inputs, search_kwargs
 
 HELP = "Search for the image a verifier likes best for a prompt; write a run directory."
 
@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="the prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory to create (default: runs/<prompt>-<strategy>-s<seed>)")
+    p.add_argument("--plan", action="store_true",
+                   help="print what the search would spend (forwards, decodes, images verified, rough time) and stop")
     add_model_arguments(p, device_help="cpu, cuda, cuda:1 … (default: cuda if available)")
     add_search_arguments(p)
 
@@ -35,29 +37,42 @@ def run(args: argparse.Namespace) -> int:
 
     from ..api import search
     from ..pipelines import load_pipeline
+    from ..plan import plan_search
+    from ..run_dir import check_out_dir
     from ..verifier_loading import load_verifier
 
     prompt = args.prompt or args.prompt_arg
     if not prompt or not prompt.strip():
         raise ValueError("no prompt: pass it as the first argument or with --prompt")
-    kwargs = search_kwargs(args)  # checks the strategy settings before any model loads
+    # Everything that can be checked is checked before any model loads.
+    check_inputs(args, seeds=[args.seed])
+    kwargs = search_kwargs(args)
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
+    if not args.plan:
+        check_out_dir(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
                              offload=args.offload)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)
-    bar = tqdm(total=None, unit="nfe", desc="denoiser forwards")
+    if args.plan:
+        print(plan_search(pipe, prompt, verifier=verifier, seed=args.seed, **kwargs).line())
+        return 0
+    bar = None  # opened at the first step, so the plan line prints above it
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or tqdm(total=total, unit="nfe", desc="denoiser forwards")
         bar.total = total
         bar.n = done
         bar.refresh()
 
     try:
-        result = search(pipe, prompt, verifier=verifier, seed=args.seed, out=out, progress=progress, **kwargs)
+        result = search(pipe, prompt, verifier=verifier, seed=args.seed, out=out, progress=progress,
+                        on_plan=lambda plan: print(plan.line()), **kwargs)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     c = result.counts
     print(f"chosen: node {result.node_id}, score {result.score:.4f}")
     print(f"spent: {c['nfe']} denoiser forwards, {c['decodes']} decodes, {c['verifier_images']} images verified, "

@@ -21,6 +21,10 @@ def _bool(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+def _ceiling(text: str) -> str | None:
+    return None if text.strip().lower() in ("none", "off", "0") else text
+
+
 def strategy_flags() -> dict[str, tuple[str, type]]:
     """``--flag`` -> (setting, parser) for every setting of every strategy, derived from their defaults so a
     new strategy's settings appear on the command line by themselves."""
@@ -62,6 +66,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=8, help="paths per denoiser forward")
+    p.add_argument("--max-forwards", default="256x", type=_ceiling, metavar="N",
+                   help="refuse a search planned above N denoiser forwards, or a multiple of one sample like "
+                   "256x (the default); 'none' for no ceiling")
     group = p.add_argument_group("strategy settings (each strategy reads its own; see the README)")
     for flag, (name, typ) in strategy_flags().items():
         group.add_argument(flag, dest=name, type=typ, default=None)
@@ -95,5 +102,37 @@ def search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "guidance_scale": pick(args.guidance, "guidance_scale"), "negative_prompt": args.negative_prompt,
         "height": pick(args.height, "height"), "width": pick(args.width, "width"),
         "max_batch": args.max_batch, "offload": args.offload, "final_pick": args.final_pick,
-        "tournament_k": args.tournament_k, **strategy_params(args, d),
+        "tournament_k": args.tournament_k, "max_nfe": args.max_forwards, **strategy_params(args, d),
     }
+
+
+def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = ()) -> None:
+    """Everything about the options that can be checked before a model loads: numbers in range, sizes on
+    the model's latent grid (read from its configs when it is a local folder), devices that exist, model
+    and verifier folders that hold safetensors, budgets and ceilings that parse."""
+    from .. import checks
+    from ..budget import check_ceiling_early, parse_budget
+    from ..pipelines import EMBEDDED_PIPELINE
+
+    for seed in seeds:
+        checks.check_seed(seed)
+    checks.check_steps(args.steps)
+    checks.check_guidance(args.guidance)
+    checks.check_max_batch(args.max_batch)
+    if args.model is not None:
+        checks.check_pipeline_source(args.model)
+    model = args.model or str(EMBEDDED_PIPELINE)
+    factor = checks.size_factor(model) if checks.looks_local(model) else None
+    for name in ("height", "width"):
+        # Every supported family works on a grid of at least 8 pixels; the exact one is checked on load.
+        checks.check_size(name, getattr(args, name), factor or 8)
+    checks.check_device(args.device)
+    for flag in ("verifier_device",):
+        checks.check_device(getattr(args, flag, None))
+    if args.verifier is not None:
+        checks.check_verifier_source(args.verifier)
+    if args.budget is not None:
+        parse_budget(args.budget, 1)
+    if args.max_forwards is not None:
+        parse_budget(args.max_forwards, 1)
+        check_ceiling_early(args.budget, args.max_forwards)

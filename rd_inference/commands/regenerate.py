@@ -17,8 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import regenerate
+    from ..checks import check_device
 
     run_dir = Path(args.run_dir)
+    check_device(args.device)
+    if args.out and not Path(args.out).parent.is_dir():
+        raise FileNotFoundError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     image = regenerate(run_dir, args.node_id, device=args.device)
     out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-node-{args.node_id:05d}.png"
     image.save(out)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from PIL import Image
 
 HELP = "Score image files with a yes-token VLM verifier; print a table of scores and the ranking."
 
@@ -41,29 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(path: str) -> Image.Image:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..checks import (
+        UserError,
+        check_device,
+        check_image_file,
+        check_prompt,
+        check_verifier_source,
+        first_line,
+    )
     from ..pairwise import tournament
     from ..yes_token import YesTokenVerifier
 
-    images = [_open(p) for p in args.images]
-    verifier = YesTokenVerifier.from_pretrained(
-        args.verifier,
-        quantization=args.quantization,
-        dtype=args.dtype,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        criteria=args.criteria,
-        probability=args.probability,
-        aggregation=args.aggregation,
-        max_batch=args.max_batch,
-    )
+    # Every input is checked (images opened completely) before the verifier loads.
+    check_prompt(args.prompt)
+    images = [check_image_file(p) for p in args.images]
+    check_verifier_source(args.verifier)
+    check_device(args.device)
+    try:
+        verifier = YesTokenVerifier.from_pretrained(
+            args.verifier, quantization=args.quantization, dtype=args.dtype, device=args.device,
+            trust_remote_code=args.trust_remote_code, criteria=args.criteria, probability=args.probability,
+            aggregation=args.aggregation, max_batch=args.max_batch,
+        )
+    except OSError as exc:
+        raise UserError(f"cannot load the verifier {args.verifier}: {first_line(exc)}") from exc
     scores = verifier.score(images, args.prompt)
     chosen = scores.conditional if args.probability == "conditional" else scores.full
     names = [c.name for c in scores.criteria]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..checks import NonFiniteError, check_guidance, check_max_batch, check_prompt, check_size, check_steps
 from ..ledger import Ledger
 from ..schedule import Schedule
 
@@ -102,10 +103,9 @@ class ChunkedDenoiser:
 
 def _check_finite(x: torch.Tensor, where: str) -> None:
     if not torch.isfinite(x).all():
-        raise FloatingPointError(
-            f"non-finite latents {where}: the model produced NaN/inf. "
-            "Try float32 or bfloat16 instead of float16, or a lower guidance scale."
-        )
+        hint = ("float16 overflows easily: try bfloat16 or float32" if x.dtype == torch.float16 else
+                "lower the guidance scale, use fewer steps' worth of noise, or check the model's weights")
+        raise NonFiniteError(f"non-finite latents {where}: the model produced NaN/inf ({x.dtype}); {hint}")
 
 
 class Denoiser(ChunkedDenoiser):
@@ -129,20 +129,19 @@ class Denoiser(ChunkedDenoiser):
         max_batch: int = 8,
         ledger: Ledger | None = None,
     ):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("the prompt is empty: pass a text describing the image")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        check_prompt(prompt)
+        max_batch = check_max_batch(max_batch)
+        steps, guidance_scale = check_steps(steps), check_guidance(guidance_scale)
         self.pipe = pipe
+        height = check_size("height", height, self.size_factor())
+        width = check_size("width", width, self.size_factor())
         self.prompt = prompt
         self.negative_prompt = negative_prompt
-        self.steps = int(steps or self.default_steps)
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        self.steps = steps or self.default_steps
         self.guidance_scale = float(self.default_guidance if guidance_scale is None else guidance_scale)
         default_size = self.default_size()
-        self.height = int(height or default_size)
-        self.width = int(width or default_size)
+        self.height = height or default_size
+        self.width = width or default_size
         self.max_batch = int(max_batch)
         self.ledger = ledger or Ledger()
         self.device = pipe._execution_device
@@ -164,6 +163,10 @@ class Denoiser(ChunkedDenoiser):
     # ---- family hooks -------------------------------------------------------------------------------
     def default_size(self) -> int:
         return self.pipe.default_sample_size * self.pipe.vae_scale_factor
+
+    def size_factor(self) -> int:
+        """Pixels per latent cell: heights and widths must be multiples of it."""
+        return self.pipe.vae_scale_factor
 
     def model_dtype(self) -> torch.dtype:
         raise NotImplementedError

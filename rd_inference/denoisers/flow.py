@@ -25,6 +25,9 @@ class StableDiffusion3Denoiser(Denoiser):
     default_steps = 28
     default_guidance = 7.0
 
+    def size_factor(self) -> int:
+        return self.pipe.vae_scale_factor * 2  # the transformer patches the latents 2x2
+
     def model_dtype(self) -> torch.dtype:
         return self.pipe.transformer.dtype
 
@@ -81,6 +84,9 @@ class FluxDenoiser(Denoiser):
     family = "flux"
     default_steps = 28
     default_guidance = 3.5
+
+    def size_factor(self) -> int:
+        return self.pipe.vae_scale_factor * 2  # the transformer patches the latents 2x2
 
     def model_dtype(self) -> torch.dtype:
         return self.pipe.transformer.dtype

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 
 import torch
 
+from ..checks import check_scores
 from ..denoisers import Denoiser
 from ..images import to_pil
 from ..posterior import posterior_step
@@ -173,8 +174,7 @@ class SearchContext:
             if self.offload:
                 with self.ledger.phase("move"):
                     self.denoiser.move_models(self.denoiser.device)
-        if scores.shape[0] != len(nodes):
-            raise ValueError(f"the verifier returned {scores.shape[0]} scores for {len(nodes)} images")
+        check_scores(scores, len(nodes), self.verifier)
         self.ledger.verifier_images += len(nodes)
         for node, score, image in zip(nodes, scores.tolist(), to_pil(images)):
             node.score = float(score)

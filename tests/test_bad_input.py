@@ -1,0 +1,268 @@
+"""Every class of bad input gives one clear line before any work and leaves nothing behind: the CLI (in
+process, exit 2), the API (UserError), and property tests over both with hypothesis."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tiny_pipelines import tiny_sd
+
+from rd_inference import BrightnessVerifier, search
+from rd_inference.checks import UserError
+from rd_inference.cli import main
+from rd_inference.plan import plan_search
+from rd_inference.strategies import STRATEGIES
+
+SMALL = {"steps": 4, "height": 16, "width": 16}
+SMALL_ARGS = ["--steps", "4", "--height", "16", "--width", "16", "--verifier", "brightness"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "tiny-sd"
+    tiny_sd().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
+    """The error line; ``loaded``: a model loaded first, whose loading bars may share stderr."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("rd-tts")] if loaded else err.splitlines()
+    assert "Traceback" not in err and len(lines) == 1 and err.endswith("\n"), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "steps must be a whole number >= 1"),
+        (["--guidance", "nan"], "guidance scale must be a finite number"),
+        (["--height", "30"], "height 30 is not a multiple of 4 (this model's latent pixel size): use 28 or 32"),
+        (["--seed", str(2**70)], "outside the generator's range: use a whole number from 0 to 2**64-1"),
+        (["--seed", "-1"], "seed -1 is outside the generator's range"),
+        (["--device", "gpu"], "device 'gpu' is not a device name"),
+        (["--verifier", "./no/such/vlm"], "verifier folder ./no/such/vlm does not exist"),
+        (["--model", "./no/such/model"], "model folder ./no/such/model does not exist"),
+        (["--budget", "1000000x"], "budget 1000000x is above the ceiling of 256x"),
+        (["--budget", "100x", "--max-forwards", "64x"], "raise the ceiling to at least 100x (CLI --max-forwards 100x"),
+        (["--max-forwards", "lots"], "budget 'lots' is not a number"),
+        (["--max-batch", "0"], "max_batch (paths per denoiser forward) must be a whole number >= 1"),
+    ],
+)
+def test_generate_refuses_before_loading(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    # The embedded model is named but never loaded: every one of these fails on the options alone.
+    err = one_line_error(capsys, main(["generate", "two red circles", "--out", str(out), *extra]))
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda(tmp_path, capsys):
+    err = one_line_error(capsys, main(["generate", "a cat", "--device", "cuda", "--out", str(tmp_path / "r")]))
+    assert "this torch build sees no CUDA GPU; use --device cpu" in err
+
+
+def test_pickle_only_model_and_verifier_folders_are_refused(tmp_path, capsys):
+    model = tmp_path / "pickled-sd"
+    tiny_sd().save_pretrained(model, safe_serialization=False)
+    capsys.readouterr()  # the saving progress bar
+    err = one_line_error(capsys, main(["generate", "a cat", "--model", str(model), *SMALL_ARGS]))
+    assert "has only pickle weights (.bin/.pt)" in err and "convert them to safetensors" in err
+    vlm = tmp_path / "pickled-vlm"
+    vlm.mkdir()
+    (vlm / "config.json").write_text("{}")
+    (vlm / "pytorch_model.bin").write_bytes(b"\x80\x02")
+    err = one_line_error(capsys, main(["generate", "a cat", "--verifier", str(vlm)]))
+    assert "verifier" in err and "has only pickle weights" in err
+
+
+def test_output_path_under_a_file(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    err = one_line_error(capsys, main(["generate", "a cat", "--out", str(blocker / "run"), "--verifier", "brightness"]))
+    assert f"{blocker} is a file, not a folder; choose another --out" in err
+
+
+def test_plan_prints_and_writes_nothing(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["generate", "a cat", "--model", str(model_dir), *SMALL_ARGS, "--strategy", "bon", "--budget", "4x",
+                 "--plan", "--out", str(out)])
+    assert code == 0
+    assert "plan: bon, 32 denoiser forwards, 4 decodes, 4 images verified" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(UserError, match="steps must be"):
+        main(["generate", "a cat", "--steps", "0", "--debug"])
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch):
+    from rd_inference.commands import regenerate
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(regenerate, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["regenerate", "somewhere", "0"])
+
+
+def test_regenerate_without_tree(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"config": {}}))
+    err = one_line_error(capsys, main(["regenerate", str(run), "0"]))
+    assert "has no tree.jsonl" in err
+
+
+@pytest.mark.parametrize(
+    "content, prompt, message",
+    [
+        (b"not an image", "a cat", "is not an image file PIL can read"),
+        ("truncated", "a cat", "cannot be read (image file is truncated"),
+        ("ok", "   ", "the prompt is empty"),
+    ],
+)
+def test_score_refuses_bad_files_and_prompts(tmp_path, capsys, content, prompt, message):
+    path = tmp_path / "image.png"
+    if content in ("truncated", "ok"):
+        from PIL import Image
+
+        Image.effect_noise((64, 64), 64).convert("RGB").save(path)
+        if content == "truncated":
+            path.write_bytes(path.read_bytes()[:-40])
+    else:
+        path.write_bytes(content)
+    err = one_line_error(capsys, main(["score", str(path), "--verifier", "./no/such/vlm", "--prompt", prompt]))
+    assert message in err
+
+
+def test_batch_with_a_budget_too_small_leaves_nothing(model_dir, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "batch"
+    code = main(["batch", str(prompts), "--out", str(out), "--model", str(model_dir), "--strategy", "sop",
+                 "--budget", "1x", "--no-progress", *SMALL_ARGS])
+    assert "too small for strategy 'sop'" in one_line_error(capsys, code, loaded=True)
+    assert not out.exists()
+
+
+def test_non_finite_verifier_scores_name_the_verifier(pipe, tmp_path):
+    def nan_verifier(images, prompt):
+        return torch.full((len(images),), float("nan"))
+
+    with pytest.raises(UserError, match="the verifier function returned non-finite scores"):
+        search(pipe, "a cat", verifier=nan_verifier, strategy="bon", n=2, out=tmp_path / "run", **SMALL)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_the_plan_counts_what_the_run_spends(pipe, strategy):
+    kw = {"strategy": strategy, "budget": "6x", "seed": 3, **SMALL, "steps": 6}
+    plan = plan_search(pipe, "a cat", verifier=BrightnessVerifier(), **kw)
+    counts = search(pipe, "a cat", verifier=BrightnessVerifier(), **kw).counts
+    assert (plan.forwards, plan.decodes, plan.verifier_images) == (
+        counts["nfe"], counts["decodes"], counts["verifier_images"])
+    assert plan.seconds is not None and plan.seconds > 0
+
+
+def test_on_plan_can_cancel_before_any_forward(pipe, tmp_path):
+    seen = []
+
+    class Cancelled(Exception):
+        pass
+
+    def on_plan(plan):
+        seen.append(plan)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        search(pipe, "a cat", verifier=BrightnessVerifier(), strategy="bon", budget="2x", on_plan=on_plan,
+               progress=lambda done, total: pytest.fail("a forward ran"), out=tmp_path / "run", **SMALL)
+    assert seen[0].forwards == 16 and list(tmp_path.iterdir()) == []
+
+
+# ---- property tests ------------------------------------------------------------------------------------
+BAD = {
+    "prompt": st.one_of(st.just(""), st.text(" \t\n", max_size=3), st.integers(), st.none(), st.floats()),
+    "seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64), st.floats(), st.booleans()),
+    "steps": st.one_of(st.integers(max_value=0), st.floats(allow_nan=True), st.booleans()),
+    "guidance_scale": st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf),
+                                st.floats(max_value=-1e-3, allow_infinity=False)),
+    "height": st.one_of(st.integers(max_value=0), st.integers(1, 200).filter(lambda v: v % 2)),
+    "width": st.one_of(st.integers(max_value=0), st.integers(1, 200).filter(lambda v: v % 2)),
+    "max_batch": st.one_of(st.integers(max_value=0), st.floats()),
+    "budget": st.one_of(st.integers(max_value=0), st.just(math.nan), st.text(alphabet="abc-. ", min_size=1,
+                                                                                max_size=5), st.just("1000000x")),
+}
+_PIPE = None
+
+
+def _tiny_pipe():
+    global _PIPE
+    _PIPE = _PIPE or tiny_sd()
+    return _PIPE
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), which=st.sampled_from(sorted(BAD)), strategy=st.sampled_from(sorted(STRATEGIES)))
+def test_search_refuses_any_bad_argument_before_work(data, which, strategy):
+    bad = data.draw(BAD[which], label=which)
+    kw = {"prompt": "a cat", **SMALL, "strategy": strategy, which: bad}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+
+        def no_forward(done, total):
+            raise AssertionError(f"a forward ran with {which}={bad!r}")
+
+        with pytest.raises(ValueError) as info:
+            search(_tiny_pipe(), kw.pop("prompt"), verifier=BrightnessVerifier(), out=out, progress=no_forward, **kw)
+        assert "\n" not in str(info.value) and len(str(info.value)) > 20
+        assert list(Path(tmp).iterdir()) == []
+
+
+CLI_BAD = {
+    "--steps": st.integers(max_value=0).map(str),
+    "--guidance": st.sampled_from(["nan", "inf", "-inf", "-1"]),
+    "--height": st.integers(1, 300).filter(lambda v: v % 4).map(str),
+    "--width": st.integers(-50, 0).map(str),
+    "--seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64)).map(str),
+    "--max-batch": st.integers(max_value=0).map(str),
+    "--budget": st.one_of(st.integers(257, 10**9).map(lambda v: f"{v}x"), st.text("abz!", min_size=1, max_size=4)),
+    "--device": st.sampled_from(["gpu", "cuda:99" if torch.cuda.is_available() else "cuda", "tpu:0", "cpu:x"]),
+    "--model": st.text("abc", min_size=1, max_size=6).map(lambda s: f"./missing-{s}"),
+    "--verifier": st.text("abc", min_size=1, max_size=6).map(lambda s: f"./missing/{s}"),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), flags=st.lists(st.sampled_from(sorted(CLI_BAD)), min_size=1, max_size=3, unique=True))
+def test_cli_refuses_any_bad_option_with_one_line(data, flags):
+    argv = []
+    for flag in flags:
+        argv.append(f"{flag}={data.draw(CLI_BAD[flag], label=flag)}")  # "=": values like -inf are not flags
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["generate", "two red circles", "--out", str(out), *argv])
+        text = err.getvalue()
+        assert code == 2 and text.count("\n") == 1 and text.startswith("rd-tts generate: error: "), (argv, text)
+        assert list(Path(tmp).iterdir()) == []
