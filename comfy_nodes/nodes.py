@@ -9,6 +9,7 @@ import comfy.samplers
 import torch
 from comfy_api.latest import io
 
+from ..rd_inference.budget import DEFAULT_MAX_NFE
 from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
 from ..rd_inference.strategies import STRATEGIES
@@ -146,6 +147,18 @@ class PairwiseTournament(io.ComfyNode):
         return io.NodeOutput(images[res.winner : res.winner + 1], res.table())
 
 
+def _max_forwards_input():
+    # Optional, so graphs saved before it existed still validate.
+    return io.String.Input("max_forwards", default=DEFAULT_MAX_NFE, optional=True,
+                           tooltip="Refuse a search planned above this many denoiser forwards, or a multiple of "
+                           "one sample like '256x'; 'none' for no limit.")
+
+
+def _ceiling(text: str | None) -> str | None:
+    text = (text or "").strip()
+    return None if text.lower() in ("none", "off", "0") else text or DEFAULT_MAX_NFE
+
+
 def _search_inputs() -> list:
     return [Verifier.Input("verifier"), io.Vae.Input("vae", tooltip="Decodes x0-predictions for the verifier."),
             _prompt_input()]
@@ -182,17 +195,18 @@ class SearchOverPathsSampler(io.ComfyNode):
                 io.Boolean.Input("keep_parent", default=d["keep_parent"], optional=True,
                                  tooltip="Each kept path also continues without re-noising and competes with "
                                  "its branches, so a round can keep what it had."),
+                _max_forwards_input(),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
     def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch, widen=1.0,
-                rollover=False, keep_parent=False) -> io.NodeOutput:
+                rollover=False, keep_parent=False, max_forwards=DEFAULT_MAX_NFE) -> io.NodeOutput:
         params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start,
                   "widen": widen, "rollover": rollover, "keep_parent": keep_parent}
         return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
-                                            prompt=prompt, max_batch=max_batch))
+                                            prompt=prompt, max_batch=max_batch, max_nfe=_ceiling(max_forwards)))
 
 
 class SearchKSampler(io.ComfyNode):
@@ -220,6 +234,7 @@ class SearchKSampler(io.ComfyNode):
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal"),
                 io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
+                _max_forwards_input(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent"),
@@ -231,10 +246,11 @@ class SearchKSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
-                cfg, scheduler, max_batch) -> io.NodeOutput:
+                cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE) -> io.NodeOutput:
         results = []
         sampler = search_sampler(strategy=strategy, params={}, verifier=verifier, vae=vae, prompt=prompt,
-                                 budget=budget.strip() or None, max_batch=max_batch, on_result=results.append)
+                                 budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
+                                 max_nfe=_ceiling(max_forwards))
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()

@@ -9,6 +9,7 @@ and flow models re-noise correctly.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,11 @@ import comfy.utils
 import torch
 
 from ..rd_inference.api import SearchResult, run_search
+from ..rd_inference.budget import DEFAULT_MAX_NFE
 from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
 from ..rd_inference.strategies import get_strategy
+
+log = logging.getLogger("rd_inference")
 
 
 def model_space(model_sampling: Any) -> str:
@@ -104,8 +108,11 @@ def search_function(
     budget: int | str | None = None,
     max_batch: int = 8,
     on_result: Callable[[SearchResult], None] | None = None,
+    max_nfe: int | str | None = DEFAULT_MAX_NFE,
 ) -> Callable[..., torch.Tensor]:
-    """A sampler function for ``comfy.samplers.KSAMPLER``: runs ``strategy`` and returns the chosen latent."""
+    """A sampler function for ``comfy.samplers.KSAMPLER``: runs ``strategy`` and returns the chosen latent.
+    The plan (forwards, decodes, images verified, rough time) goes to the console before the search; a
+    plan above ``max_nfe`` forwards is refused there."""
     check_settings(prompt, strategy, params)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -165,6 +172,8 @@ def search_function(
             budget=budget,
             seed=0 if seed is None else int(seed),
             progress=_Progress(),
+            max_nfe=max_nfe,
+            on_plan=lambda plan: log.info("%s", plan.line()),
             **params,
         )
         best = finals[result.tree[result.node_id].seed][None]

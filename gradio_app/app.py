@@ -13,13 +13,18 @@ from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
 from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
 
-from .backend import Backend, _blank, readable_errors
+from .backend import Backend, Cancelled, _blank, readable_errors
 from .plot import search_figure
+from .views import (
+    STRATEGIES,
+    STRATEGY_NAMES,
+    _basename,
+    _display,
+    gallery_items,
+    strategy_params,
+    summary_markdown,
+)
 
-STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
-              ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune"),
-              ("Evolutionary search", "evo")]
-STRATEGY_NAMES = {value: label for label, value in STRATEGIES}
 QUANTIZATIONS = ["none", "8bit", "4bit"]
 
 # Field defaults; build_demo(defaults=...) overrides them (tests use few steps).
@@ -27,15 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
     "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "rollover": False,
     "keep_parent": False, "steps": None, "guidance": None,
-    "model": "", "verifier": "", "quantization": "none",
+    "model": "", "verifier": "", "quantization": "none", "max_forwards": "256x",
 }
 SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover", "keep_parent")  # the page's SoP fields
-DISPLAY_SIZE = 256  # tiny toy images are upscaled (nearest) so the page shows pixels, not blur
-
-
-def _display(image: Image.Image) -> Image.Image:
-    factor = DISPLAY_SIZE // max(image.size)
-    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
 def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
@@ -50,57 +49,6 @@ def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
     return {k: sop[k] for k in SOP_FIELDS if k in sop}
 
 
-def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.0, rollover=False,
-                    keep_parent=False) -> tuple[str, dict]:
-    """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
-    if strategy == "one":
-        return "bon", {"n": 1}
-    if strategy == "bon":
-        return "bon", {"n": int(n)}
-    if strategy == "sop":
-        return "sop", {"n": int(n), "m": int(m), "sigma_start": float(sigma_start), "delta_f": float(delta_f),
-                       "delta_b": float(delta_b), "widen": float(widen), "rollover": bool(rollover),
-                       "keep_parent": bool(keep_parent)}
-    if strategy == "zo":
-        return "zo", {"neighbors": int(n), "rounds": int(m)}
-    if strategy == "beam":
-        return "beam", {"beams": int(n), "children": int(m)}
-    if strategy == "fk":
-        return "fk", {"particles": int(n)}
-    if strategy == "prune":
-        return "prune", {"n": int(n)}
-    if strategy == "evo":
-        return "evo", {"population": int(n), "elites": int(m)}
-    raise gr.Error(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGY_NAMES.values())}")
-
-
-def gallery_items(result) -> list[tuple[Image.Image, str]]:
-    """Every verified candidate, best first, captioned "score · r<round> · n<node id>"."""
-    nodes = sorted((n for n in result.tree.nodes if n.score is not None), key=lambda n: -n.score)
-    items = []
-    for node in nodes:
-        # Short enough to fit under a thumbnail; the gallery's label spells the fields out.
-        mark = " ★" if node.id == result.node_id else (" kept" if node.kept else "")
-        items.append((_display(result.candidates[node.id]),
-                      f"{node.score:.3f} · r{node.round} · n{node.id}{mark}"))
-    return items
-
-
-def summary_markdown(result, label: str) -> str:
-    c, cfg = result.counts, result.config
-    sec = c["seconds"]
-    params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
-    phases = " · ".join(f"{k} {sec[k]:.2f}" for k in ("encode", "denoise", "decode", "verify", "move") if k in sec)
-    return (
-        f"**{label}** ({params}) — chosen node {result.node_id}, score **{result.score:.4f}**\n\n"
-        "| denoiser forwards: spent / planned / budget | decodes | images verified | verifier calls | paths |\n"
-        "|---|---|---|---|---|\n"
-        f"| {c['nfe']} / {c['planned_nfe']} / {c['budget_nfe'] or '-'} | {c['decodes']} | {c['verifier_images']} | "
-        f"{c['verifier_batches']} | {c['paths']} |\n\n"
-        f"seconds: {phases} · **total {sec['total']:.2f}**"
-    )
-
-
 def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | None = None,
                max_queue: int = 8) -> gr.Blocks:
     """The Blocks app, queued: one device job at a time (generate, score, rationale share the device), at
@@ -109,18 +57,27 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
     d = {**DEFAULTS, **embedded_sop_settings(backend), **(defaults or {})}
     criteria_names = list(builtin_criteria())
 
-    def run_one(pipe, verifier, prompt, strategy, budget, seed, steps, guidance, params, progress, part):
+    def run_one(pipe, verifier, prompt, strategy, budget, seed, steps, guidance, params, progress, part,
+                max_nfe, cancel):
         name, kw = strategy_params(strategy, *params)
         first, span = part
+        label = f"{STRATEGY_NAMES[strategy]}: " if span < 1 else ""
+
+        def on_plan(plan) -> None:
+            gr.Info(f"{label}{plan.line()}")
+            progress(first, desc=f"{label}{plan.line()}")
 
         def on_step(done: int, total: int) -> None:
-            label = f"{STRATEGY_NAMES[strategy]}: " if span < 1 else ""
+            if cancel.is_set():
+                raise Cancelled(f"Cancelled after {done} of {total} denoiser forwards; nothing was kept.",
+                                print_exception=False)
             progress(first + span * done / total, desc=f"{label}denoiser forwards {done}/{total}")
 
         result = search(
             pipe, prompt, verifier=verifier, strategy=name, budget=None if strategy == "one" else budget,
-            seed=int(seed), steps=int(steps) if steps else None,
-            guidance_scale=None if guidance is None else float(guidance), progress=on_step, **kw,
+            seed=int(seed), steps=None if steps is None else int(steps),
+            guidance_scale=None if guidance is None else float(guidance), progress=on_step, on_plan=on_plan,
+            max_nfe=max_nfe, **kw,
         )
         label = STRATEGY_NAMES[strategy]
         title = f"{label}: score per node per round"
@@ -129,9 +86,12 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
 
     def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
                  delta_b, widen, rollover, keep_parent, steps, guidance, model, verifier_spec, quantization,
-                 progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress tracker by this default)
+                 max_forwards, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
+        cancel = backend.start_job(request.session_hash if request else None)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
+        max_nfe = _blank(max_forwards)
+        max_nfe = None if max_nfe is None or max_nfe.lower() == "none" else max_nfe
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
         params = (n, m, sigma_start, delta_f, delta_b, widen, rollover, keep_parent)
         with readable_errors("Generate"):
@@ -141,7 +101,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             # Empty steps/guidance fields take the model folder's recommended settings (the embedded toy
             # model ships them), as the command line does.
             recommended = model_defaults(_blank(model) or EMBEDDED_PIPELINE)
-            steps = steps or recommended.get("steps")
+            steps = steps if steps is not None else recommended.get("steps")
             guidance = guidance if guidance is not None else recommended.get("guidance_scale")
             parts = [(strategy, (0.0, 0.5 if compare else 1.0))]
             if compare:
@@ -149,7 +109,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             outputs, first = [], None
             for strat, part in parts:
                 result, out = run_one(pipe, verifier, prompt.strip(), strat, budget, seed, steps, guidance, params,
-                                      progress, part)
+                                      progress, part, max_nfe, cancel)
                 first = first or result
                 outputs += out
         outputs += [None] * (8 - len(outputs))
@@ -248,7 +208,11 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                                                   "continues without re-noising and competes with its branches")
                         steps = gr.Number(d["steps"], precision=0, label="Steps (empty = model default)")
                         guidance = gr.Number(d["guidance"], label="Guidance scale (empty = model default)")
-                    run = gr.Button("Generate", variant="primary", elem_id="generate")
+                        max_forwards = gr.Textbox(d["max_forwards"], label="Max forwards: refuse a search planned "
+                                                  "above this (forwards, or 256x = 256 samples' worth; none = no limit)")
+                    with gr.Row():
+                        run = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 with gr.Column(scale=2):
                     with gr.Row():
                         with gr.Column():
@@ -269,11 +233,17 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             state = gr.State(None)
             compare.change(lambda on: [gr.update(visible=on)] * 3, compare, [strategy_b, column_b, column_b2],
                            queue=False, api_visibility="private")
-            run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start,
-                                 delta_f, delta_b, widen, rollover, keep_parent, steps, guidance, model, verifier_spec,
-                                 quantization],
-                      [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
-                      api_name="generate", concurrency_id="device", concurrency_limit=1)
+            job = run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m,
+                                       sigma_start, delta_f, delta_b, widen, rollover, keep_parent, steps, guidance,
+                                       model, verifier_spec, quantization, max_forwards],
+                            [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
+                            api_name="generate", concurrency_id="device", concurrency_limit=1)
+
+            def cancel(request: gr.Request) -> None:
+                # The flag stops the search thread at its next step; Gradio's cancel frees the page at once.
+                backend.cancel(request.session_hash if request else None)
+
+            stop.click(cancel, None, None, cancels=[job], queue=False, api_name="cancel")
             why.click(explain, [state, criteria, verifier_spec, quantization], rationale, api_name="rationale",
                       concurrency_id="device", concurrency_limit=1)
         with gr.Tab("Score"):
@@ -298,10 +268,6 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                     "page says the queue is full: try again in a moment).")
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     return demo
-
-
-def _basename(path: str) -> str:
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs):

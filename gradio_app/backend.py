@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,10 @@ log = logging.getLogger("gradio_app")
 
 ModelLoader = Callable[[str | None], Any]  # path/id or None (embedded) -> diffusers pipeline
 VerifierLoader = Callable[[str | None, str | None, str | None], Any]  # (path/id, quantization, criteria)
+
+
+class Cancelled(gr.Error):
+    """The user pressed Cancel: the search stopped at its next step and nothing was kept."""
 
 
 def _blank(text: str | None) -> str | None:
@@ -33,6 +38,7 @@ class Backend:
         self._load_verifier = load_verifier or self._default_verifier
         self._model: tuple[Any, Any] | None = None
         self._verifier: tuple[Any, Any] | None = None
+        self._cancel: dict[str, threading.Event] = {}  # session -> its running search's cancel flag
 
     def _default_model(self, spec: str | None):
         from rd_inference.pipelines import default_model_path, load_pipeline
@@ -67,6 +73,16 @@ class Backend:
             self._verifier = (key, self._load_verifier(*key))
         return self._verifier[1]
 
+    def start_job(self, session: str | None) -> threading.Event:
+        """A fresh cancel flag for the session's new search (a Cancel click sets it)."""
+        flag = self._cancel[session or ""] = threading.Event()
+        return flag
+
+    def cancel(self, session: str | None) -> None:
+        flag = self._cancel.get(session or "")
+        if flag is not None:
+            flag.set()
+
     def notice(self) -> str | None:
         """A line for the page when the embedded toy models that the empty fields stand for are missing."""
         if not self.uses_embedded_loaders:
@@ -98,7 +114,7 @@ def readable_errors(action: str) -> Iterator[None]:
     """Turn any failure into a one-line message in the page (``gr.Error``); the traceback goes to the log."""
     try:
         yield
-    except gr.Error:
+    except (gr.Error, Cancelled):
         raise
     except torch.OutOfMemoryError:
         log.exception("%s: out of memory", action)

@@ -5,7 +5,7 @@ noise and a verifier of seeded random scores, with the real schedule, forwards p
 settings, so the forwards, decodes and verified images it counts are the ones the real run will spend
 (strategies whose structure depends on the scores, such as pruning, spend the same amounts whatever the
 scores are). The time is rough: one model call on a full chunk, one decode and one verifier image, timed
-on the real models, scaled by the counts.
+on the real models after a warm-up, scaled by the counts.
 """
 
 from __future__ import annotations
@@ -115,12 +115,16 @@ def dry_run(den, strategy, params: dict, *, seed: int = 0, verify_batch: int | N
 @torch.inference_mode()
 def calibrate(den, verifier, plan: Plan) -> Plan:
     """``plan`` with a rough time: one model call on a full chunk, one decode and one verified image,
-    timed on the real models (nothing is booked in the run's ledger)."""
+    timed on the real models after a warm-up call of each (nothing is booked in the run's ledger)."""
     saved, den.ledger = den.ledger, Ledger()
     try:
         getattr(den, "cond", None)  # the prompt is encoded once per run, not per call
         gens = [torch.Generator("cpu").manual_seed(k) for k in range(den.max_batch)]
         x = den.initial_noise(gens)
+        # A first call of each kind warms up (kernel selection, lazy allocations); the second is timed.
+        den.predict_x0(x[:1], 0)
+        image = den.decode(x[:1])
+        verifier(image, den.prompt)
         t0 = time.perf_counter()
         den.predict_x0(x, 0)
         t_call = time.perf_counter() - t0

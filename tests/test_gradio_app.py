@@ -22,12 +22,14 @@ from rd_inference.pipelines import load_pipeline
 from rd_inference.verifier_loading import load_verifier
 
 CHROMIUM = "/usr/bin/chromium"
-SLOW = "slow-tiny-sd"  # model field value that loads the tiny pipeline with a sleep per denoiser forward
+SLOW = "slow-tiny-sd"
+SLOW_CALLS = [0]  # forwards the slow model has run  # model field value that loads the tiny pipeline with a sleep per denoiser forward
 # A generate request: prompt, criteria, strategy, budget, seed, compare, strategy_b, N, M, σ_start, Δf, Δb,
-# widen, rollover, keep_parent, steps, guidance, model, verifier, quantization.
+# widen, rollover, keep_parent, steps, guidance, model, verifier, quantization, max forwards.
 SOP = {"prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "budget": "4x", "seed": 0,
        "compare": False, "strategy_b": "bon", "n": 2, "m": 2, "sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5,
-       "widen": 1.0, "rollover": False, "keep_parent": False, "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none"}
+       "widen": 1.0, "rollover": False, "keep_parent": False, "steps": 4, "guidance": None, "model": "", "verifier": "", "quantization": "none",
+       "max_forwards": "256x"}
 
 
 def request(**changes):
@@ -37,7 +39,11 @@ def request(**changes):
 @pytest.fixture(scope="module")
 def app():
     pipe, slow = tiny_sd(), tiny_sd()
-    slow.unet.register_forward_hook(lambda *_: time.sleep(0.03))  # so progress can be watched
+    def slow_forward(*_):  # so progress can be watched, and a cancelled search seen to stop
+        SLOW_CALLS[0] += 1
+        time.sleep(0.03)
+
+    slow.unet.register_forward_hook(slow_forward)
 
     def load_model(spec):
         known = {None: pipe, SLOW: slow}
@@ -87,6 +93,35 @@ def test_compare_runs_two_strategies_at_the_same_budget(client):
     assert spent["bon"] == 32
 
 
+def test_cancel_stops_the_search_at_its_next_step(app):
+    fresh = Client(app[1], verbose=False)
+    before = SLOW_CALLS[0]
+    # 64 paths x 12 steps in chunks of 8 = 96 slow model calls (~3 s): long enough to cancel halfway.
+    job = fresh.submit(*request(strategy="bon", budget="64x", steps=12, model=SLOW), api_name="/generate")
+    while SLOW_CALLS[0] - before < 5:
+        time.sleep(0.01)
+    fresh.predict(api_name="/cancel")
+    at_cancel = SLOW_CALLS[0]
+    deadline = time.time() + 10
+    while not job.done() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    # The search thread stopped at its next step (one chunk may finish): far short of the 96 calls.
+    assert SLOW_CALLS[0] - at_cancel <= 2 and SLOW_CALLS[0] - before < 40, (before, at_cancel, SLOW_CALLS[0])
+    assert job.status().code.name in ("CANCELLED", "FINISHED") and not job.outputs()
+
+
+def test_the_plan_is_shown_before_the_first_step(client):
+    job = client.submit(*request(strategy="one", steps=12, model=SLOW), api_name="/generate")
+    seen = []
+    while not job.done():
+        seen += [p.desc for p in (job.status().progress_data or []) if p.desc and p.desc not in seen]
+        time.sleep(0.01)
+    job.result()
+    plans = [d for d in seen if d.startswith("plan: bon, 24 denoiser forwards, 1 decodes, 1 images verified")]
+    assert plans and seen.index(plans[0]) < min(i for i, d in enumerate(seen) if d.startswith("denoiser forwards"))
+
+
 def test_progress_follows_denoiser_steps(client):
     job = client.submit(*request(strategy="one", steps=12, model=SLOW), api_name="/generate")
     seen = set()
@@ -105,7 +140,11 @@ def test_progress_follows_denoiser_steps(client):
     [
         ({"prompt": "  "}, "Enter a prompt"),
         ({"budget": "3"}, "too small"),
-        ({"model": "/nonexistent/model"}, "not a diffusers pipeline folder"),
+        ({"model": "/nonexistent/model"}, "model folder /nonexistent/model does not exist"),
+        ({"budget": "1000x"}, "above the ceiling of"),
+        ({"budget": "4x", "max_forwards": "2x"}, "raise the ceiling to at least"),
+        ({"steps": 0}, "steps must be a whole number >= 1"),
+        ({"seed": -4}, "seed -4 is outside the generator's range"),
         ({"strategy": "sop", "delta_b": 0.2}, "must be larger than delta_f"),
     ],
 )

@@ -17,14 +17,14 @@ def base_graph(verifier_path="brightness"):
     }
 
 
-def ksampler_graph(prompt="a red circle", strategy="sop", budget="6x", steps=6, verifier_path="brightness"):
+def ksampler_graph(prompt="a red circle", strategy="sop", budget="6x", steps=6, verifier_path="brightness", **extra):
     graph = base_graph(verifier_path)
     graph["5"] = {
         "class_type": "RDSearchKSampler",
         "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "latent_image": ["3", 0],
             "verifier": ["4", 0], "vae": ["1", 1], "prompt": prompt, "strategy": strategy, "budget": budget,
-            "seed": 0, "steps": steps, "cfg": 3.0, "scheduler": "normal", "max_batch": 8,
+            "seed": 0, "steps": steps, "cfg": 3.0, "scheduler": "normal", "max_batch": 8, **extra,
         },
     }
     graph["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 1]}}

@@ -64,6 +64,17 @@ def test_search_ksampler_runs_end_to_end_with_progress(executor, progress_calls)
     assert [v for v, _ in ours] == sorted(v for v, _ in ours)
 
 
+def test_the_plan_goes_to_the_console_before_the_search(executor, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rd_inference"):
+        ok, messages, ex = executor(ksampler_graph(strategy="bon", budget="4x"))
+    assert ok, errors(messages)
+    summary = json.loads(output(ex, "5", 2))
+    plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: bon")]
+    assert plan and f"{summary['counts']['nfe']} denoiser forwards, 4 decodes, 4 images verified" in plan[0]
+
+
 @pytest.mark.parametrize("patch,space", [(None, "ve"), ("v_prediction", "ve"), ("flow", "flow")])
 def test_search_over_paths_sampler_in_each_parameterisation(comfy, executor, monkeypatch, patch, space):
     sampling = sys.modules[f"{REPO}.comfy_nodes.sampling"]
@@ -153,6 +164,8 @@ def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(executor):
         (lambda: ksampler_graph(budget="lots"), "is not a number of denoiser forwards"),
         (lambda: sop_sampler_graph(delta_f=0.5, delta_b=0.3), "must be larger than delta_f"),
         (lambda: _batch_of_two(ksampler_graph()), "set batch_size to 1"),
+        (lambda: ksampler_graph(budget="8x", max_forwards="4x"), "above the ceiling of 48 (4x)"),
+        (lambda: sop_sampler_graph(n=64, m=8, max_forwards="8x"), "raise the ceiling to at least"),
     ],
 )
 def test_bad_input_gives_an_actionable_error(executor, graph, message):

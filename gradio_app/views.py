@@ -1,0 +1,73 @@
+"""What the page shows of a result: upscaled images, the candidate gallery, the summary, the strategy
+fields in each strategy's own terms."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
+              ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune"),
+              ("Evolutionary search", "evo")]
+STRATEGY_NAMES = {value: label for label, value in STRATEGIES}
+DISPLAY_SIZE = 256  # tiny toy images are upscaled (nearest) so the page shows pixels, not blur
+
+
+def _display(image: Image.Image) -> Image.Image:
+    factor = DISPLAY_SIZE // max(image.size)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+
+
+def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.0, rollover=False,
+                    keep_parent=False) -> tuple[str, dict]:
+    """The page's N/M fields in each strategy's own terms. "One sample" is Best-of-N with one path."""
+    if strategy == "one":
+        return "bon", {"n": 1}
+    if strategy == "bon":
+        return "bon", {"n": int(n)}
+    if strategy == "sop":
+        return "sop", {"n": int(n), "m": int(m), "sigma_start": float(sigma_start), "delta_f": float(delta_f),
+                       "delta_b": float(delta_b), "widen": float(widen), "rollover": bool(rollover),
+                       "keep_parent": bool(keep_parent)}
+    if strategy == "zo":
+        return "zo", {"neighbors": int(n), "rounds": int(m)}
+    if strategy == "beam":
+        return "beam", {"beams": int(n), "children": int(m)}
+    if strategy == "fk":
+        return "fk", {"particles": int(n)}
+    if strategy == "prune":
+        return "prune", {"n": int(n)}
+    if strategy == "evo":
+        return "evo", {"population": int(n), "elites": int(m)}
+    raise gr.Error(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGY_NAMES.values())}")
+
+
+def gallery_items(result) -> list[tuple[Image.Image, str]]:
+    """Every verified candidate, best first, captioned "score · r<round> · n<node id>"."""
+    nodes = sorted((n for n in result.tree.nodes if n.score is not None), key=lambda n: -n.score)
+    items = []
+    for node in nodes:
+        # Short enough to fit under a thumbnail; the gallery's label spells the fields out.
+        mark = " ★" if node.id == result.node_id else (" kept" if node.kept else "")
+        items.append((_display(result.candidates[node.id]),
+                      f"{node.score:.3f} · r{node.round} · n{node.id}{mark}"))
+    return items
+
+
+def summary_markdown(result, label: str) -> str:
+    c, cfg = result.counts, result.config
+    sec = c["seconds"]
+    params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
+    phases = " · ".join(f"{k} {sec[k]:.2f}" for k in ("encode", "denoise", "decode", "verify", "move") if k in sec)
+    return (
+        f"**{label}** ({params}) — chosen node {result.node_id}, score **{result.score:.4f}**\n\n"
+        "| denoiser forwards: spent / planned / budget | decodes | images verified | verifier calls | paths |\n"
+        "|---|---|---|---|---|\n"
+        f"| {c['nfe']} / {c['planned_nfe']} / {c['budget_nfe'] or '-'} | {c['decodes']} | {c['verifier_images']} | "
+        f"{c['verifier_batches']} | {c['paths']} |\n\n"
+        f"seconds: {phases} · **total {sec['total']:.2f}**"
+    )
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
