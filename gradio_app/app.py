@@ -9,6 +9,7 @@ import gradio as gr
 from PIL import Image
 
 from rd_inference import search
+from rd_inference.checks import check_guidance, check_seed, check_steps
 from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
 from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
@@ -95,6 +96,10 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
         params = (n, m, sigma_start, delta_f, delta_b, widen, rollover, keep_parent)
         with readable_errors("Generate"):
+            # The numbers are checked before any model loads (the search checks them again, with the model).
+            check_seed(int(seed) if isinstance(seed, float) and seed.is_integer() else seed)
+            check_steps(None if steps is None else int(steps) if float(steps).is_integer() else steps)
+            check_guidance(guidance)
             progress(0.0, desc="loading models")
             pipe = backend.model(model)
             verifier = backend.verifier(verifier_spec, quantization, criteria)

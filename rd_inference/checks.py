@@ -141,12 +141,29 @@ def check_pipeline_source(path_or_id: str) -> None:
     if not index.is_file():
         raise UserError(f"{folder} is not a diffusers pipeline folder (no model_index.json): pass a folder saved "
                         "with save_pretrained or a hub id")
-    for part, spec in json.loads(index.read_text()).items():
+    config = json.loads(index.read_text())
+    check_pipeline_class(config.get("_class_name"), folder)
+    for part, spec in config.items():
         if part.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         sub = folder / part
         if sub.is_dir() and (sub / "config.json").is_file() and part not in ("scheduler",):
             check_weights_folder(sub, f"the {part} folder")
+
+
+def check_pipeline_class(name: str | None, where) -> None:
+    """Refuse a pipeline family the search has no adapter for from its ``model_index.json`` name, before
+    any weight loads (subclasses of the supported pipelines are accepted, as on load)."""
+    import diffusers
+
+    from .denoisers import denoisers
+
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if cls is None:
+        return  # a community or custom class: the loader decides, and the adapter check after it
+    if not any(issubclass(cls, supported) for supported in denoisers()):
+        known = ", ".join(c.__name__ for c in denoisers())
+        raise UserError(f"{where} holds a {name}, which the search does not support; supported: {known}")
 
 
 def check_verifier_source(spec: str) -> None:

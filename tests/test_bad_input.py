@@ -266,3 +266,18 @@ def test_cli_refuses_any_bad_option_with_one_line(data, flags):
         text = err.getvalue()
         assert code == 2 and text.count("\n") == 1 and text.startswith("rd-tts generate: error: "), (argv, text)
         assert list(Path(tmp).iterdir()) == []
+
+
+def test_unsupported_pipeline_family_is_refused_before_loading(model_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import diffusers
+
+    folder = tmp_path / "pixart"
+    shutil.copytree(model_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "PixArtAlphaPipeline"}))
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained",
+                        lambda *a, **k: pytest.fail("weights loaded before the family was checked"))
+    err = one_line_error(capsys, main(["generate", "a cat", "--model", str(folder), *SMALL_ARGS]))
+    assert "holds a PixArtAlphaPipeline, which the search does not support; supported: StableDiffusionPipeline" in err
