@@ -22,22 +22,30 @@ def default_model_path() -> Path:
     return path
 
 
-def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
+def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.dtype | str | None = "auto",
                   device: str | None = None):
-    """``DiffusionPipeline.from_pretrained`` with safetensors only; ``None`` loads the embedded toy model."""
+    """``DiffusionPipeline.from_pretrained`` with safetensors only; ``None`` loads the embedded toy model.
+
+    ``dtype="auto"`` (see :mod:`rd_inference.dtypes`): bfloat16 for SD3/FLUX and float16 for SD/SDXL on
+    CUDA, float32 elsewhere; the family is read from ``model_index.json`` before any weight loads."""
     from diffusers import DiffusionPipeline
+
+    from .dtypes import pipeline_family, resolve_dtype, upcast_vae
 
     path_or_id = str(path_or_id) if path_or_id is not None else str(default_model_path())
     check_pipeline_source(path_or_id)
     if looks_local(path_or_id):
         path_or_id = str(Path(path_or_id).expanduser())
     kwargs = {"use_safetensors": True}
-    if dtype is not None:
-        kwargs["torch_dtype"] = dtype
     try:
+        class_name = DiffusionPipeline.load_config(path_or_id).get("_class_name")
+        dtype = resolve_dtype(dtype, class_name, device)
+        if dtype is not None:
+            kwargs["torch_dtype"] = dtype
         pipe = DiffusionPipeline.from_pretrained(path_or_id, **kwargs)
     except OSError as exc:  # not on the hub, no network, a missing file: say which model and why, in one line
         raise UserError(f"cannot load the diffusion model {path_or_id}: {first_line(exc)}") from exc
+    upcast_vae(pipe, pipeline_family(class_name))
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

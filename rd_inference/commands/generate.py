@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.plan:
         check_out_dir(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else None
+    dtype = args.dtype
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
                              offload=args.offload)
     pipe = load_pipeline(args.model, dtype=dtype, device=device)

@@ -48,7 +48,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device_help: str) -> None
     p.add_argument("--offload", action="store_true",
                    help="one-GPU mode: the diffusion model and the VLM verifier take turns on the GPU")
     p.add_argument("--device", default=None, help=device_help)
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                   help="diffusion model dtype; auto: bfloat16 for SD3/FLUX and float16 for SD/SDXL on CUDA "
+                   "(SDXL's VAE in float32), float32 on CPU")
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:

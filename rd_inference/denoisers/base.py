@@ -268,6 +268,7 @@ class Denoiser(ChunkedDenoiser):
             "max_batch": self.max_batch,
             "scheduler": type(self.scheduler).__name__,
             "dtype": str(self.dtype),
+            "vae_dtype": str(self.pipe.vae.dtype) if hasattr(getattr(self.pipe, "vae", None), "dtype") else None,
             "device": str(self.device),
         }
 
