@@ -15,6 +15,7 @@ class Ledger:
     verifier_images: int = 0  # images scored
     verifier_batches: int = 0  # verifier forward calls
     paths: int = 0  # denoising segments run, one per node
+    chunk_retries: int = 0  # chunks redone at half size after an out-of-memory error
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _started: float = field(default_factory=time.perf_counter)
 
@@ -37,5 +38,6 @@ class Ledger:
             "verifier_images": self.verifier_images,
             "verifier_batches": self.verifier_batches,
             "paths": self.paths,
+            "chunk_retries": self.chunk_retries,
             "seconds": seconds,
         }

@@ -62,15 +62,46 @@ class ChunkedDenoiser:
         """
         if not 0 <= start < end <= self.schedule.num_steps:
             raise ValueError(f"bad denoising segment {start} -> {end} on a {self.schedule.num_steps}-step grid")
-        outs, x0s = [], []
-        for lo in range(0, x.shape[0], self.max_batch):
-            hi = lo + self.max_batch
-            xe, x0 = self._denoise_chunk(x[lo:hi], start, end, list(generators[lo:hi]), on_step)
-            outs.append(xe)
-            x0s.append(x0)
+        gens = list(generators)
+        chunks = self._each_chunk(x.shape[0], lambda lo, hi: self._denoise_chunk(x[lo:hi], start, end, gens[lo:hi],
+                                                                                 on_step), gens, on_step)
+        outs, x0s = zip(*chunks)
         x_end, x0 = torch.cat(outs), torch.cat(x0s)
         _check_finite(x_end, f"after denoising to step {end}")
         return x_end, x0
+
+    def _each_chunk(self, n: int, run, generators: Sequence[torch.Generator], on_step: StepHook | None,
+                    size: int | None = None) -> list:
+        """``run(lo, hi)`` over rows ``0..n`` in chunks of ``max_batch`` (or ``size``). An out-of-memory error
+        halves the chunk size (kept for the rest of the run) and redoes that chunk from its start: its
+        generators' states and the ledger's forwards are rolled back, and ``on_step`` is told the forwards
+        being redone (a negative count), so counts, budgets and results are those of a run that never
+        failed."""
+        out, lo = [], 0
+        while lo < n:
+            step = size or self.max_batch
+            hi = min(lo + step, n)
+            states = [g.get_state() for g in generators[lo:hi]]
+            nfe, paths = self.ledger.nfe, self.ledger.paths
+            try:
+                out.append(run(lo, hi))
+            except torch.OutOfMemoryError:
+                if hi - lo == 1:
+                    raise
+                for g, state in zip(generators[lo:hi], states):
+                    g.set_state(state)
+                if on_step is not None and self.ledger.nfe > nfe:
+                    on_step(nfe - self.ledger.nfe)
+                self.ledger.nfe, self.ledger.paths = nfe, paths
+                self.ledger.chunk_retries += 1
+                if size:
+                    size = max(1, (hi - lo) // 2)
+                else:
+                    self.max_batch = max(1, (hi - lo) // 2)
+                _release_memory()
+                continue
+            lo = hi
+        return out
 
     @torch.inference_mode()
     def predict_x0(self, x: torch.Tensor, i: int, on_step: StepHook | None = None) -> torch.Tensor:
@@ -79,12 +110,14 @@ class ChunkedDenoiser:
         Strategies that step with their own transition (beam search, particle resampling) use this."""
         if not 0 <= i < self.schedule.num_steps:
             raise ValueError(f"grid point {i} has no model call on a {self.schedule.num_steps}-step grid")
-        x0s = []
-        for lo in range(0, x.shape[0], self.max_batch):
-            chunk = x[lo : lo + self.max_batch]
+
+        def predict(lo: int, hi: int) -> torch.Tensor:
             with self.ledger.phase("denoise"):
-                x0s.append(self._predict_chunk(chunk, i))
-            self._counted(chunk.shape[0], on_step)
+                x0 = self._predict_chunk(x[lo:hi], i)
+            self._counted(hi - lo, on_step)
+            return x0
+
+        x0s = self._each_chunk(x.shape[0], predict, (), on_step)
         x0 = torch.cat(x0s)
         _check_finite(x0, f"in the prediction at step {i}")
         return x0
@@ -92,13 +125,16 @@ class ChunkedDenoiser:
     @torch.inference_mode()
     def decode(self, x0: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
         """Decode x0 latents to float images [B,3,H,W] in [0,1] on the CPU, in chunks."""
-        step = max_batch or self.max_batch
-        images = []
         with self.ledger.phase("decode"):
-            for lo in range(0, x0.shape[0], step):
-                images.append(self._decode_chunk(x0[lo : lo + step]).float().clamp(0, 1).cpu())
+            images = self._each_chunk(x0.shape[0], lambda lo, hi: self._decode_chunk(x0[lo:hi]).float().clamp(0, 1)
+                                      .cpu(), (), None, size=max_batch)
         self.ledger.decodes += x0.shape[0]
         return torch.cat(images)
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _check_finite(x: torch.Tensor, where: str) -> None:
