@@ -4,9 +4,12 @@ Run from the repository root:
 
     HF_HUB_OFFLINE=1 python -m benchmarks.bench_verifier [--batch 8] [--repeats 15] [--threads 1]
 
-Prints, from one run (best of ``--repeats`` interleaved rounds):
-  (a) yes-token scoring vs generate-based scoring of the same images (the VLM asked to write a short
-      JSON score, greedy, batched, fixed ``--json-tokens`` new tokens): the speed ratio;
+Prints, from one run (best of ``--repeats`` interleaved rounds), like for like: every row asks the same
+criterion question about the same images (the generate rows append only the JSON instruction), and the
+prompt lengths are printed beside the times:
+  (a) yes-token scoring (one batched forward) vs: the same question one image per forward (the VQAScore
+      way), and generate-based scoring (the VLM writes a JSON verdict, greedy, forced to ``--json-tokens``
+      new tokens, 128 by default) batched and one image at a time;
   (b) the verifier's whole call (tensor -> PIL -> processor -> forward with logits_to_keep=1 ->
       probabilities) vs one bare batched ``model(**inputs)`` on the same, already prepared inputs.
   (c) no shared-prefix cache is implemented (the built-in templates put the image first, so the shared
@@ -26,10 +29,8 @@ from rd_inference.yes_token import YesTokenVerifier
 from tests.tiny_vlm import build_tiny_vlm, random_images
 
 PROMPT = "two red circles on the left of a blue square"
-JSON_QUESTION = (
-    'The image was generated for this prompt: "{prompt}". Rate how well it matches the prompt from 0 to 10 '
-    'and reply with JSON only, like {{"score": 7}}.'
-)
+JSON_SUFFIX = ' Reply with JSON only, like {"answer": "yes", "score": 7, "reason": "..."}.'
+
 
 
 def best_seconds(fns: dict, repeats: int) -> dict[str, float]:
@@ -50,10 +51,10 @@ def best_seconds(fns: dict, repeats: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--json-tokens", type=int, default=12)
+    parser.add_argument("--json-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -71,10 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     pil = to_pil(images)
-    question = JSON_QUESTION.format(prompt=PROMPT)
+    question = v.criteria[0].render(PROMPT)  # the yes/no question the verifier asks, in every row
+    json_question = question + JSON_SUFFIX
 
     def generate_json(images=pil):
-        inputs = v._inputs([([im], question) for im in images])
+        inputs = v._inputs([([im], json_question) for im in images])
         with torch.inference_mode():
             out = model.generate(
                 **inputs,
@@ -85,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         texts = v.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :])
         return [t for t in texts if '"score"' in t]  # what a JSON scorer would parse
 
-    rows = [([im], v.criteria[0].render(PROMPT)) for im in pil]
+    rows = [([im], question) for im in pil]
     inputs = v._inputs(rows)
+    json_len = v._inputs([([pil[0]], json_question)])["input_ids"].shape[1]
 
     def bare():
         with torch.inference_mode():
@@ -95,17 +98,22 @@ def main(argv: list[str] | None = None) -> None:
     def generate_json_one_by_one():
         return [generate_json([im]) for im in pil]
 
-    fns = {"yes": lambda: v(images, PROMPT), "bare": bare, "json": generate_json, "json1": generate_json_one_by_one}
+    def vqascore_one_by_one():
+        return [v(images[k : k + 1], PROMPT) for k in range(len(images))]
+
+    fns = {"yes": lambda: v(images, PROMPT), "bare": bare, "vqa1": vqascore_one_by_one, "json": generate_json,
+           "json1": generate_json_one_by_one}
     for warm_up in fns.values():
         warm_up()
     v.reset_timings()
     t = best_seconds(fns, args.repeats)
     t_yes, t_bare = t["yes"], t["bare"]
-    print(
-        f"(a) yes-token {t_yes * 1e3:8.1f} ms   generate-JSON batched {t['json'] * 1e3:8.1f} ms "
-        f"(ratio {t['json'] / t_yes:4.1f}x)   generate-JSON one image at a time {t['json1'] * 1e3:8.1f} ms "
-        f"(ratio {t['json1'] / t_yes:4.1f}x)"
-    )
+    print(f"prompt tokens per row (image tokens included): yes-token {inputs['input_ids'].shape[1]}, "
+          f"JSON {json_len}; JSON rows generate {args.json_tokens} new tokens")
+    rows = {"yes-token, batched": t_yes, "yes/no, one image per forward (VQAScore way)": t["vqa1"],
+            "generate JSON, batched": t["json"], "generate JSON, one image at a time": t["json1"]}
+    for k, (label, sec) in enumerate(rows.items()):
+        print(f"{'(a)' if k == 0 else '   '} {label:<46} {sec * 1e3:9.1f} ms {sec / t_yes:6.1f}x")
     t_pre = v.timings["preprocess"] / v.timings["calls"]
     print(
         f"(b) bare model(**inputs) {t_bare * 1e3:8.1f} ms   whole verifier call {t_yes * 1e3:8.1f} ms   "
