@@ -67,9 +67,12 @@ def check_guidance(guidance) -> float | None:
     return float(guidance)
 
 
-def check_max_batch(max_batch) -> int:
+def check_max_batch(max_batch) -> int | str:
+    if max_batch == "auto":
+        return max_batch
     if not _is_int(max_batch) or max_batch < 1:
-        raise UserError(f"max_batch (paths per denoiser forward) must be a whole number >= 1, got {max_batch!r}")
+        raise UserError(f"max_batch (paths per denoiser forward) must be a whole number >= 1 or 'auto', "
+                        f"got {max_batch!r}")
     return int(max_batch)
 
 

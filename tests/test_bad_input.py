@@ -61,7 +61,7 @@ def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
         (["--budget", "1000000x"], "budget 1000000x is above the ceiling of 256x"),
         (["--budget", "100x", "--max-forwards", "64x"], "raise the ceiling to at least 100x (CLI --max-forwards 100x"),
         (["--max-forwards", "lots"], "budget 'lots' is not a number"),
-        (["--max-batch", "0"], "max_batch (paths per denoiser forward) must be a whole number >= 1"),
+        (["--max-batch", "0"], "max_batch (paths per denoiser forward) must be a whole number >= 1 or 'auto'"),
     ],
 )
 def test_generate_refuses_before_loading(tmp_path, capsys, extra, message):

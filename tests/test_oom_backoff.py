@@ -47,3 +47,13 @@ def test_oom_backoff_equals_a_run_that_fits(strategy):
 def test_a_single_path_that_does_not_fit_is_reported():
     with pytest.raises(torch.OutOfMemoryError, match="forced"):
         _run(_refusing(tiny_sd(), 0), "bon", max_batch=4)
+
+
+def test_auto_batch_size():
+    from rd_inference.denoisers.memory import AUTO_CAP, batch_from_memory
+
+    assert batch_from_memory(10 * 2**30, 2**30) == 8  # 80% of 10 GiB at 1 GiB a path
+    assert batch_from_memory(2**30, 4 * 2**30) == 1  # not even one: the backoff reports it
+    assert batch_from_memory(10**15, 1) == AUTO_CAP
+    result = _run(tiny_sd(), "bon", max_batch="auto")  # CPU: the cap
+    assert result.config["denoiser"]["max_batch"] == AUTO_CAP

@@ -21,6 +21,10 @@ def _bool(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+def _max_batch(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else int(text)
+
+
 def _ceiling(text: str) -> str | None:
     return None if text.strip().lower() in ("none", "off", "0") else text
 
@@ -67,7 +71,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=8, help="paths per denoiser forward")
+    p.add_argument("--max-batch", type=_max_batch, default="auto",
+                   help="paths per denoiser forward, or auto (the default): from free GPU memory, 64 on CPU")
     p.add_argument("--max-forwards", default="256x", type=_ceiling, metavar="N",
                    help="refuse a search planned above N denoiser forwards, or a multiple of one sample like "
                    "256x (the default); 'none' for no ceiling")

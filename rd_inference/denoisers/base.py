@@ -162,7 +162,7 @@ class Denoiser(ChunkedDenoiser):
         guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
-        max_batch: int = 8,
+        max_batch: int | str = 8,
         ledger: Ledger | None = None,
     ):
         check_prompt(prompt)
@@ -178,7 +178,7 @@ class Denoiser(ChunkedDenoiser):
         default_size = self.default_size()
         self.height = height or default_size
         self.width = width or default_size
-        self.max_batch = int(max_batch)
+        self.max_batch = max_batch
         self.ledger = ledger or Ledger()
         self.device = pipe._execution_device
         self.dtype = self.model_dtype()
@@ -187,6 +187,10 @@ class Denoiser(ChunkedDenoiser):
         self.schedule = Schedule.from_scheduler(self.scheduler)
         self._step_takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         self._cond: dict | None = None
+        if self.max_batch == "auto":
+            from .memory import auto_max_batch
+
+            self.max_batch = auto_max_batch(self)
 
     @property
     def cond(self) -> dict:
