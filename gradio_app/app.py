@@ -30,7 +30,7 @@ QUANTIZATIONS = ["none", "8bit", "4bit"]
 
 # Field defaults; build_demo(defaults=...) overrides them (tests use few steps).
 DEFAULTS: dict[str, Any] = {
-    "prompt": "", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
+    "prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "strategy_b": "bon", "budget": "8x", "seed": 0,
     "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "rollover": False,
     "keep_parent": False, "steps": None, "guidance": None,
     "model": "", "verifier": "", "quantization": "none", "max_forwards": "256x",
@@ -184,7 +184,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(d["prompt"], label="Prompt", placeholder="two red circles", elem_id="prompt")
+                    prompt = gr.Textbox(d["prompt"], label="Prompt", placeholder="describe the image", elem_id="prompt")
                     criteria = gr.Dropdown(criteria_names, value=d["criteria"], allow_custom_value=True,
                                            label="Criteria template (a name, name:weight list, or a .json file)")
                     strategy = gr.Dropdown(STRATEGIES, value=d["strategy"], label="Strategy")
@@ -242,7 +242,8 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                                        sigma_start, delta_f, delta_b, widen, rollover, keep_parent, steps, guidance,
                                        model, verifier_spec, quantization, max_forwards],
                             [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
-                            api_name="generate", concurrency_id="device", concurrency_limit=1)
+                            api_name="generate", concurrency_id="device", concurrency_limit=1,
+                            show_progress_on=[image_a])  # one progress display, on the chosen image
 
             def cancel(request: gr.Request) -> None:
                 # The flag stops the search thread at its next step; Gradio's cancel frees the page at once.

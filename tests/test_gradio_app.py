@@ -238,7 +238,8 @@ def test_browser_generate(app, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(url)
-            page.locator("#prompt textarea").fill("two red circles")
+            # The prompt box holds a real default prompt: the first click generates.
+            assert page.locator("#prompt textarea").input_value() == "two red circles"
             page.locator("#generate").click()
             page.locator("#gallery img").first.wait_for(timeout=60_000)
             page.locator("#plot img").first.wait_for(timeout=30_000)
