@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from rd_inference import search
-from rd_inference.checks import check_guidance, check_seed, check_steps
+from rd_inference.checks import check_guidance, check_image_file, check_seed, check_steps
 from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
 from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
@@ -24,6 +23,7 @@ from .views import (
     gallery_items,
     strategy_params,
     summary_markdown,
+    tournament_markdown,
 )
 
 QUANTIZATIONS = ["none", "8bit", "4bit"]
@@ -129,8 +129,12 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             if not callable(getattr(verifier, "rationale", None)):
                 return (f"This verifier ({type(verifier).__name__}) scores without words; a VLM verifier "
                         "(Models → Verifier) can explain its answer.")
+            if _blank(verifier_spec) is None and backend.uses_embedded_loaders:
+                return ("The embedded toy VLM was trained to answer only yes or no, so it cannot explain its "
+                        "answer; a real VLM (Models → Verifier) can.")
             text = verifier.rationale(state["image"], state["prompt"])
-        return f"**Node {state['node']}**: {text}"
+        return (f"**Node {state['node']}**, in the verifier's own words (text it generates when asked why; the "
+                f"score came from its yes-probability, not from this text): {text}")
 
     def score(files, prompt, criteria, pairwise, top_k, verifier_spec, quantization):
         if not files:
@@ -139,10 +143,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             raise gr.Error("Enter the prompt the images were made for.", print_exception=False)
         with readable_errors("Score"):
             names = [str(f) for f in files]
-            images = []
-            for path in names:
-                with Image.open(path) as im:
-                    images.append(im.convert("RGB"))
+            images = [check_image_file(path) for path in names]
             crit = ",".join(criteria) if criteria else None
             verifier = backend.verifier(verifier_spec, quantization, crit)
             if callable(getattr(verifier, "score", None)):  # a yes-token VLM: one column per criterion
@@ -166,8 +167,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                                    print_exception=False)
                 res = tournament(verifier, images, prompt.strip(), top_k=int(top_k) if top_k else None,
                                  scores=reward)
-                text = (f"**Tournament winner: {_basename(names[res.winner])}**\n\n```\n{res.table()}\n```\n"
-                        "Rows and columns are indices in upload order; cells are P(row beats column).")
+                text = tournament_markdown(res, names)
         return table, ranked, text
 
     with gr.Blocks(title="rd_inference: test-time scaling", analytics_enabled=False) as demo:

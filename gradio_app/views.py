@@ -71,3 +71,24 @@ def summary_markdown(result, label: str) -> str:
 
 def _basename(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+COIN_FLIP = 0.05  # a winner whose every preference is within this of 0.5 is no winner
+
+
+def tournament_markdown(res, names: list[str]) -> str:
+    """The win table with an honest headline: a tie or coin-flip preferences are said as such."""
+    k = len(res.candidates)
+    row = res.candidates.index(res.winner)
+    tied = [res.candidates[r] for r in range(k) if r != row and float(res.wins[r]) == float(res.wins[row])]
+    margins = [abs(float(res.preference[row, j]) - 0.5) for j in range(k) if j != row]
+    if tied:
+        others = ", ".join(_basename(names[c]) for c in tied)
+        head = f"Tie: {_basename(names[res.winner])} and {others} have equal wins; the pointwise score breaks it."
+    elif k > 1 and max(margins) < COIN_FLIP:
+        head = (f"No clear winner: every preference of {_basename(names[res.winner])} is within "
+                f"{COIN_FLIP:.2f} of a coin flip (largest margin {max(margins):.3f}).")
+    else:
+        head = f"**Tournament winner: {_basename(names[res.winner])}**"
+    return (f"{head}\n\n```\n{res.table()}\n```\n"
+            "Rows and columns are indices in upload order; cells are P(row beats column).")
