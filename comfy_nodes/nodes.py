@@ -239,8 +239,12 @@ class SearchKSampler(io.ComfyNode):
             outputs=[
                 io.Latent.Output(display_name="latent"),
                 io.Image.Output(display_name="image"),
-                io.String.Output(display_name="scores_json"),
-                io.Image.Output(display_name="candidates"),
+                io.String.Output(display_name="scores_json", tooltip="The full record: chosen node, forwards "
+                                 "spent, every candidate's score, then the configuration."),
+                io.Image.Output(display_name="candidates", tooltip="Every verified candidate, the chosen one "
+                                "first, then by score (the order of the ranking output)."),
+                io.String.Output(display_name="ranking", tooltip="One line per candidate: rank, score, round, "
+                                 "node; the chosen one marked."),
             ],
         )
 
@@ -260,9 +264,25 @@ class SearchKSampler(io.ComfyNode):
         result = results[-1]
         summary = result.summary()
         summary.pop("versions", None)
-        ranked = sorted(result.candidates, key=lambda i: -result.tree[i].score)
+        # The record a reader wants first (chosen, counts, candidates), the full configuration last.
+        summary = {k: summary[k] for k in ("chosen", "counts", "candidates", "config")}
+        ranked = ranking(result)
         candidates = to_tensor([result.candidates[i] for i in ranked]).movedim(1, -1)
-        return io.NodeOutput(out, vae.decode(samples), json.dumps(summary, indent=1, default=str), candidates)
+        return io.NodeOutput(out, vae.decode(samples), json.dumps(summary, indent=1, default=str), candidates,
+                             ranking_text(result, ranked))
+
+
+def ranking(result) -> list[int]:
+    """Verified node ids, the chosen one first, then by score (best first)."""
+    others = sorted((i for i in result.candidates if i != result.node_id), key=lambda i: -result.tree[i].score)
+    return [result.node_id, *others]
+
+
+def ranking_text(result, ranked: list[int]) -> str:
+    lines = ["rank  score   round  node", *(
+        f"{r:<4d}  {result.tree[i].score:.4f}  {result.tree[i].round:<5d}  {i}{'  (chosen)' if i == result.node_id else ''}"
+        for r, i in enumerate(ranked, start=1))]
+    return "\n".join(lines)
 
 
 NODES: list[type[io.ComfyNode]] = [

@@ -41,7 +41,8 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "RDSearchKSampler": (
         [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT"),
          ("verifier", "VERIFIER"), ("vae", "VAE")],
-        [("latent", "LATENT"), ("image", "IMAGE"), ("scores_json", "STRING"), ("candidates", "IMAGE")],
+        [("latent", "LATENT"), ("image", "IMAGE"), ("scores_json", "STRING"), ("candidates", "IMAGE"),
+         ("ranking", "STRING")],
     ),
     "RDSearchOverPathsSampler": ([("verifier", "VERIFIER"), ("vae", "VAE")], [("SAMPLER", "SAMPLER")]),
     "RDYesTokenScore": (

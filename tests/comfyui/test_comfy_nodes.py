@@ -58,6 +58,12 @@ def test_search_ksampler_runs_end_to_end_with_progress(executor, progress_calls)
     planned = summary["config"]["planned_nfe"]
     assert summary["counts"]["nfe"] == planned <= 6 * 6 * 2
     assert candidates.shape[0] == len(summary["candidates"]) and candidates.shape[1:] == (64, 64, 3)
+    assert list(summary)[:3] == ["chosen", "counts", "candidates"]  # the config dump comes last
+    rows = [line.split() for line in output(ex, "5", 4).splitlines()[1:]]
+    assert len(rows) == candidates.shape[0] and rows[0][-1] == "(chosen)"
+    assert int(rows[0][3]) == summary["chosen"]["node"]
+    rest = [float(r[1]) for r in rows[1:]]
+    assert rest == sorted(rest, reverse=True)  # then by score, best first
     # The chosen node's score is the best finished score, and the image shown is the chosen latent's.
     ours = [(v, t) for v, t in progress_calls if t == planned]
     assert len(ours) >= planned // 8 and ours[-1][0] == planned
