@@ -16,6 +16,9 @@ from ..rd_inference.strategies import STRATEGIES
 from .sampling import search_sampler
 from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folders
 
+IMAGES_TIP = "A batch of images to judge."
+VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
+
 CATEGORY = "sampling/test-time scaling"
 Verifier = io.Custom("VERIFIER")
 
@@ -60,7 +63,7 @@ class LoadVLMVerifier(io.ComfyNode):
                 io.String.Input("criteria", default="alignment", tooltip="Built-in criteria names with "
                                 "optional weights ('alignment,aesthetics:0.5') or a criteria .json/.toml file."),
             ],
-            outputs=[Verifier.Output(display_name="verifier")],
+            outputs=[Verifier.Output(display_name="verifier", tooltip="The loaded VLM, read as a yes/no judge.")],
         )
 
     @classmethod
@@ -76,12 +79,14 @@ class YesTokenScore(io.ComfyNode):
             display_name="Yes-Token Score",
             category=CATEGORY,
             description="Score every image of a batch; returns the batch re-ordered best first.",
-            inputs=[io.Image.Input("images"), Verifier.Input("verifier"), _prompt_input()],
+            inputs=[io.Image.Input("images", tooltip=IMAGES_TIP), Verifier.Input("verifier", tooltip=VERIFIER_TIP),
+                    _prompt_input()],
             outputs=[
-                io.Image.Output(display_name="images_best_first"),
-                io.String.Output(display_name="scores_json"),
-                io.Float.Output(display_name="best_score"),
-                io.Float.Output(display_name="scores", is_output_list=True),
+                io.Image.Output(display_name="images_best_first", tooltip="The batch, highest score first."),
+                io.String.Output(display_name="scores_json", tooltip="Each image's score per criterion, as JSON."),
+                io.Float.Output(display_name="best_score", tooltip="The highest score (P(yes), 0-1)."),
+                io.Float.Output(display_name="scores", is_output_list=True,
+                                tooltip="One score per image, in the input's order."),
             ],
         )
 
@@ -103,12 +108,13 @@ class BestOfNImages(io.ComfyNode):
             category=CATEGORY,
             description="Keep the verifier's best images of a batch.",
             inputs=[
-                io.Image.Input("images"),
-                Verifier.Input("verifier"),
+                io.Image.Input("images", tooltip=IMAGES_TIP),
+                Verifier.Input("verifier", tooltip=VERIFIER_TIP),
                 _prompt_input(),
                 io.Int.Input("keep", default=1, min=1, max=4096, tooltip="How many of the best images to keep."),
             ],
-            outputs=[io.Image.Output(display_name="best"), io.String.Output(display_name="scores_json")],
+            outputs=[io.Image.Output(display_name="best", tooltip="The keep best images, best first."),
+                     io.String.Output(display_name="scores_json", tooltip="Every image's score, as JSON.")],
         )
 
     @classmethod
@@ -129,12 +135,13 @@ class PairwiseTournament(io.ComfyNode):
             category=CATEGORY,
             description="Round robin between the best images by pointwise score; each pair judged in both orders.",
             inputs=[
-                io.Image.Input("images"),
-                Verifier.Input("verifier"),
+                io.Image.Input("images", tooltip=IMAGES_TIP),
+                Verifier.Input("verifier", tooltip=VERIFIER_TIP),
                 _prompt_input(),
                 io.Int.Input("top_k", default=4, min=1, max=64, tooltip="How many images play (k(k-1) rows)."),
             ],
-            outputs=[io.Image.Output(display_name="winner"), io.String.Output(display_name="table")],
+            outputs=[io.Image.Output(display_name="winner", tooltip="The image that won most pairwise comparisons."),
+                     io.String.Output(display_name="table", tooltip="The win table: P(row beats column).")],
         )
 
     @classmethod
@@ -160,7 +167,7 @@ def _ceiling(text: str | None) -> str | None:
 
 
 def _search_inputs() -> list:
-    return [Verifier.Input("verifier"), io.Vae.Input("vae", tooltip="Decodes x0-predictions for the verifier."),
+    return [Verifier.Input("verifier", tooltip=VERIFIER_TIP), io.Vae.Input("vae", tooltip="Decodes x0-predictions for the verifier."),
             _prompt_input()]
 
 
@@ -197,7 +204,7 @@ class SearchOverPathsSampler(io.ComfyNode):
                                  "its branches, so a round can keep what it had."),
                 _max_forwards_input(),
             ],
-            outputs=[io.Sampler.Output()],
+            outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced's sampler input.")],
         )
 
     @classmethod
@@ -218,9 +225,9 @@ class SearchKSampler(io.ComfyNode):
             category=CATEGORY,
             description="KSampler that spends a compute budget searching for the image the verifier likes best.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip="The diffusion model, as for KSampler."),
+                io.Conditioning.Input("positive", tooltip="What the model draws (CLIP Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="What the model avoids."),
                 io.Latent.Input("latent_image", tooltip="Batch size 1."),
                 *_search_inputs(),
                 io.Combo.Input("strategy", options=list(STRATEGIES), default="sop",
@@ -229,16 +236,19 @@ class SearchKSampler(io.ComfyNode):
                                "Best-of-N; evo: evolutionary search over noise and intermediate latents."),
                 io.String.Input("budget", default="4x", tooltip="Denoiser forwards ('400') or a multiple of one "
                                 "sample's cost ('4x'); the strategy is sized to fit."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                io.Int.Input("steps", default=20, min=1, max=10000),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seeds every path of the search: same seed, same result."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps of one path."),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale; above 1 each step costs two forwards."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="normal",
+                               tooltip="How the noise levels are spaced, as in KSampler."),
                 io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
                 _max_forwards_input(),
             ],
             outputs=[
-                io.Latent.Output(display_name="latent"),
-                io.Image.Output(display_name="image"),
+                io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
+                io.Image.Output(display_name="image", tooltip="The chosen image, decoded."),
                 io.String.Output(display_name="scores_json", tooltip="The full record: chosen node, forwards "
                                  "spent, every candidate's score, then the configuration."),
                 io.Image.Output(display_name="candidates", tooltip="Every verified candidate, the chosen one "

@@ -187,3 +187,20 @@ def test_zero_paths_is_rejected_before_running(comfy):
     assert not valid
     details = json.dumps(node_errors["8"])
     assert "n" in node_errors["8"]["errors"][0]["extra_info"]["input_name"] and "smaller than min of 1" in details
+
+
+def test_every_input_and_output_has_a_tooltip(comfy):
+    missing = []
+    for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
+        if not node_id.startswith("RD") or node_id.startswith("RDTest"):
+            continue  # other packs' nodes, and this test suite's own tiny model nodes
+        spec = cls.INPUT_TYPES()
+        for group in ("required", "optional"):
+            for name, value in spec.get(group, {}).items():
+                if not (value[1] if len(value) > 1 else {}).get("tooltip"):
+                    missing.append(f"{node_id} input {name}")
+        tips = list(getattr(cls, "OUTPUT_TOOLTIPS", None) or [])
+        for i, name in enumerate(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES):
+            if i >= len(tips) or not tips[i]:
+                missing.append(f"{node_id} output {name}")
+    assert not missing, missing
