@@ -295,7 +295,39 @@ def ranking_text(result, ranked: list[int]) -> str:
     return "\n".join(lines)
 
 
+class SearchPromptEncode(io.ComfyNode):
+    """CLIP Text Encode that also passes its text on, so the verifier reads the prompt the user typed once."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RDSearchPromptEncode",
+            display_name="Text Encode (search prompt)",
+            category=CATEGORY,
+            description="CLIP Text Encode for the search: encodes the text for the model and outputs the same "
+            "text for the verifier's prompt input, so the prompt is typed once.",
+            inputs=[
+                io.String.Input("text", multiline=True, dynamic_prompts=True,
+                                tooltip="The prompt: what the model draws and what the verifier checks."),
+                io.Clip.Input("clip", tooltip="The CLIP model used for encoding the text."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="conditioning",
+                                       tooltip="The encoded text, for the sampler's positive input."),
+                io.String.Output(display_name="prompt",
+                                 tooltip="The same text: link it to the search node's prompt input."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, text, clip) -> io.NodeOutput:
+        if clip is None:
+            raise ValueError("the clip input is empty: connect a loader's CLIP output")
+        return io.NodeOutput(clip.encode_from_tokens_scheduled(clip.tokenize(text)), text)
+
+
 NODES: list[type[io.ComfyNode]] = [
+    SearchPromptEncode,
     LoadVLMVerifier,
     YesTokenScore,
     BestOfNImages,

@@ -38,6 +38,7 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "PreviewImage": ([("images", "IMAGE")], []),
     "Note": ([], []),
     "RDLoadVLMVerifier": ([], [("verifier", "VERIFIER")]),
+    "RDSearchPromptEncode": ([("clip", "CLIP")], [("conditioning", "CONDITIONING"), ("prompt", "STRING")]),
     "RDSearchKSampler": (
         [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT"),
          ("verifier", "VERIFIER"), ("vae", "VAE")],
@@ -72,12 +73,13 @@ def sd15() -> dict:
             "- ComfyUI/models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors\n"
             f"- ComfyUI/models/vlm/{VLM}/ (the whole Hugging Face folder: config.json, *.safetensors, "
             "tokenizer and processor files)\n\n"
-            "Type the prompt twice: in the text encoder (what the model draws) and in the Search KSampler "
-            "(what the verifier checks). budget '4x' spends four ordinary samples' worth of model calls; "
-            "'candidates' shows every image the verifier scored, best first."
+            "Type the prompt once, in Text Encode (search prompt): the model draws it and its text output feeds "
+            "the Search KSampler's prompt (what the verifier checks). budget '4x' spends four ordinary samples' "
+            "worth of model calls; 'candidates' shows every image the verifier scored, the chosen one first, "
+            "and 'ranking' lists them with their scores."
         ),
         2: {"type": "CheckpointLoaderSimple", "pos": [0, 0], "widgets": [("ckpt_name", "v1-5-pruned-emaonly-fp16.safetensors")]},
-        3: {"type": "CLIPTextEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (2, 1)}},
+        3: {"type": "RDSearchPromptEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (2, 1)}},
         4: {"type": "CLIPTextEncode", "pos": [400, 260], "widgets": [("text", "blurry, low quality")],
             "links": {"clip": (2, 1)}},
         5: {"type": "EmptyLatentImage", "pos": [400, 480], "widgets": [("width", 512), ("height", 512), ("batch_size", 1)]},
@@ -86,7 +88,7 @@ def sd15() -> dict:
             "widgets": [("prompt", prompt), ("strategy", "sop"), ("budget", "4x"), ("seed", 0), (CONTROL, "fixed"),
                         ("steps", 20), ("cfg", 7.0), ("scheduler", "normal"), ("max_batch", 8), ("max_forwards", "256x")],
             "links": {"model": (2, 0), "positive": (3, 0), "negative": (4, 0), "latent_image": (5, 0),
-                      "verifier": (6, 0), "vae": (2, 2)}},
+                      "verifier": (6, 0), "vae": (2, 2), "prompt": (3, 1)}},
         8: {"type": "SaveImage", "pos": [1240, 0], "widgets": [("filename_prefix", "search_sd15")],
             "links": {"images": (7, 1)}},
         9: {"type": "PreviewImage", "pos": [1240, 420], "links": {"images": (7, 3)}},
@@ -106,7 +108,7 @@ def sdxl() -> dict:
             "Batch size 1: n decides how many paths are explored."
         ),
         2: {"type": "CheckpointLoaderSimple", "pos": [0, 0], "widgets": [("ckpt_name", "sd_xl_base_1.0.safetensors")]},
-        3: {"type": "CLIPTextEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (2, 1)}},
+        3: {"type": "RDSearchPromptEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (2, 1)}},
         4: {"type": "CLIPTextEncode", "pos": [400, 260], "widgets": [("text", "")], "links": {"clip": (2, 1)}},
         5: {"type": "EmptyLatentImage", "pos": [400, 480],
             "widgets": [("width", 1024), ("height", 1024), ("batch_size", 1)]},
@@ -115,7 +117,7 @@ def sdxl() -> dict:
             "widgets": [("prompt", prompt), ("n", 2), ("m", 2), ("delta_f", 0.78), ("delta_b", 0.81),
                         ("sigma_start", 0.11), ("max_batch", 4), ("widen", 1.0), ("rollover", False),
                         ("keep_parent", False), ("max_forwards", "256x")],
-            "links": {"verifier": (6, 0), "vae": (2, 2)}},
+            "links": {"verifier": (6, 0), "vae": (2, 2), "prompt": (3, 1)}},
         8: {"type": "CFGGuider", "pos": [820, 0], "widgets": [("cfg", 6.0)],
             "links": {"model": (2, 0), "positive": (3, 0), "negative": (4, 0)}},
         9: {"type": "BasicScheduler", "pos": [820, 220],
@@ -148,7 +150,7 @@ def flux() -> dict:
             "widgets": [("clip_name1", "clip_l.safetensors"), ("clip_name2", "t5xxl_fp8_e4m3fn.safetensors"),
                         ("type", "flux"), ("device", "default")]},
         4: {"type": "VAELoader", "pos": [0, 360], "widgets": [("vae_name", "ae.safetensors")]},
-        5: {"type": "CLIPTextEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (3, 0)}},
+        5: {"type": "RDSearchPromptEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (3, 0)}},
         6: {"type": "FluxGuidance", "pos": [400, 240], "widgets": [("guidance", 3.5)], "links": {"conditioning": (5, 0)}},
         7: {"type": "CLIPTextEncode", "pos": [400, 380], "widgets": [("text", "")], "links": {"clip": (3, 0)}},
         8: {"type": "EmptySD3LatentImage", "pos": [400, 560],
@@ -158,11 +160,11 @@ def flux() -> dict:
              "widgets": [("prompt", prompt), ("strategy", "sop"), ("budget", "4x"), ("seed", 0), (CONTROL, "fixed"),
                          ("steps", 20), ("cfg", 1.0), ("scheduler", "simple"), ("max_batch", 4), ("max_forwards", "256x")],
              "links": {"model": (2, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (8, 0),
-                       "verifier": (9, 0), "vae": (4, 0)}},
+                       "verifier": (9, 0), "vae": (4, 0), "prompt": (5, 1)}},
         11: {"type": "SaveImage", "pos": [1240, 0], "widgets": [("filename_prefix", "search_flux")],
              "links": {"images": (10, 1)}},
         12: {"type": "RDYesTokenScore", "pos": [1240, 420], "widgets": [("prompt", prompt)],
-             "links": {"images": (10, 3), "verifier": (9, 0)}},
+             "links": {"images": (10, 3), "verifier": (9, 0), "prompt": (5, 1)}},
         13: {"type": "PreviewImage", "pos": [1640, 420], "links": {"images": (12, 0)}},
     }
 
@@ -186,16 +188,27 @@ def to_ui(desc: dict) -> dict:
     """UI (LiteGraph) format: nodes with sockets and widget values in widget order, and a link table."""
     links, ui_nodes = [], []
     outgoing: dict[tuple[int, int], list[int]] = {}
+    def inputs_of(node_id: int, node: dict) -> list[tuple[str, str, bool]]:
+        """(name, type, is a widget) per input slot: the sockets, then widgets fed by a link (their text
+        comes from another node; the UI keeps the widget's own value beside the link)."""
+        sockets = [(n, t, False) for n, t in SOCKETS[node["type"]][0]]
+        names = {n for n, _, _ in sockets}
+        widget_links = [(n, SOCKETS[desc[src]["type"]][1][slot][1], True)
+                        for n, (src, slot) in node.get("links", {}).items() if n not in names]
+        return sockets + widget_links
+
     for node_id, node in desc.items():
-        socket_inputs = SOCKETS[node["type"]][0]
+        slots = [n for n, _, _ in inputs_of(node_id, node)]
         for name, (src, slot) in node.get("links", {}).items():
-            to_slot = [n for n, _ in socket_inputs].index(name)
             link_id = len(links) + 1
-            links.append([link_id, src, slot, node_id, to_slot, SOCKETS[desc[src]["type"]][1][slot][1]])
+            links.append([link_id, src, slot, node_id, slots.index(name), SOCKETS[desc[src]["type"]][1][slot][1]])
             outgoing.setdefault((src, slot), []).append(link_id)
     by_target = {(link[3], link[4]): link[0] for link in links}
     for order, (node_id, node) in enumerate(desc.items()):
-        socket_inputs, socket_outputs = SOCKETS[node["type"]]
+        socket_outputs = SOCKETS[node["type"]][1]
+        inputs = []
+        for i, (n, t, widget) in enumerate(inputs_of(node_id, node)):
+            inputs.append({"name": n, "type": t, "link": by_target.get((node_id, i)), **({"widget": {"name": n}} if widget else {})})
         ui_nodes.append({
             "id": node_id,
             "type": node["type"],
@@ -204,7 +217,7 @@ def to_ui(desc: dict) -> dict:
             "flags": {},
             "order": order,
             "mode": 0,
-            "inputs": [{"name": n, "type": t, "link": by_target.get((node_id, i))} for i, (n, t) in enumerate(socket_inputs)],
+            "inputs": inputs,
             "outputs": [{"name": n, "type": t, "links": outgoing.get((node_id, i), []), "slot_index": i}
                         for i, (n, t) in enumerate(socket_outputs)],
             "properties": {} if node["type"] == "Note" else {"Node name for S&R": node["type"]},

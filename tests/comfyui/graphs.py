@@ -57,3 +57,12 @@ def sop_sampler_graph(model_patch=None, verifier_path="brightness", prompt="a re
         "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
     })
     return graph
+
+
+def prompt_once_graph(text="a red circle"):
+    """The Search KSampler reading its prompt from the encode node's text output: typed once."""
+    graph = ksampler_graph(prompt="unused")
+    graph["12"] = {"class_type": "RDTestTinyCLIP", "inputs": {}}
+    graph["13"] = {"class_type": "RDSearchPromptEncode", "inputs": {"text": text, "clip": ["12", 0]}}
+    graph["5"]["inputs"].update({"positive": ["13", 0], "prompt": ["13", 1]})
+    return graph

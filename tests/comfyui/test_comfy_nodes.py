@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO
-from graphs import ksampler_graph, sop_sampler_graph
+from graphs import ksampler_graph, prompt_once_graph, sop_sampler_graph
 
 NODE_IDS = {
     "RDLoadVLMVerifier",
@@ -18,6 +18,7 @@ NODE_IDS = {
     "RDPairwiseTournament",
     "RDSearchOverPathsSampler",
     "RDSearchKSampler",
+    "RDSearchPromptEncode",
 }
 def output(ex, node_id, index):
     return ex.caches.outputs.get(node_id).outputs[index][0]
@@ -204,3 +205,9 @@ def test_every_input_and_output_has_a_tooltip(comfy):
             if i >= len(tips) or not tips[i]:
                 missing.append(f"{node_id} output {name}")
     assert not missing, missing
+
+
+def test_the_prompt_is_typed_once(executor):
+    ok, messages, ex = executor(prompt_once_graph("two blue squares"))
+    assert ok, errors(messages)
+    assert json.loads(output(ex, "5", 2))["config"]["prompt"] == "two blue squares"

@@ -87,7 +87,9 @@ def test_ui_workflow_sockets_and_widgets_match_the_nodes(comfy, name):
                 widgets.append(k)
                 if opts.get("control_after_generate"):
                     widgets.append(BUILD.CONTROL)
-        assert [i["name"] for i in node["inputs"]] == sockets, node["type"]
+        assert [i["name"] for i in node["inputs"] if "widget" not in i] == sockets, node["type"]
+        # A widget fed by a link (the prompt typed once, in the encode node) is one of the node's widgets.
+        assert all(i["widget"]["name"] in widgets for i in node["inputs"] if "widget" in i), node["type"]
         assert [o["type"] for o in node["outputs"]] == [str(t) for t in cls.RETURN_TYPES], node["type"]
         assert [w for w, _ in desc[node["id"]].get("widgets", [])] == widgets, node["type"]
         assert len(node["widgets_values"]) == len(widgets)

@@ -84,4 +84,29 @@ class TinyConditioning:
         return [[torch.randn(1, 77, CONTEXT_DIM, generator=g), {}]], [[torch.zeros(1, 77, CONTEXT_DIM), {}]]
 
 
-NODE_CLASS_MAPPINGS = {"RDTestTinySD15": TinySD15, "RDTestTinyConditioning": TinyConditioning}
+class _TinyClip:
+    """What a CLIP text encoder offers a node (tokenize, encode_from_tokens_scheduled), seeded by the text."""
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens):
+        g = torch.Generator().manual_seed(sum(map(ord, tokens)))
+        return [[torch.randn(1, 77, CONTEXT_DIM, generator=g), {}]]
+
+
+class TinyCLIP:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self):
+        return (_TinyClip(),)
+
+
+NODE_CLASS_MAPPINGS = {"RDTestTinySD15": TinySD15, "RDTestTinyConditioning": TinyConditioning,
+                       "RDTestTinyCLIP": TinyCLIP}
