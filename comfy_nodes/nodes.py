@@ -14,7 +14,7 @@ from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
 from ..rd_inference.strategies import STRATEGIES
 from .sampling import search_sampler
-from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folders
+from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folders, resolve_model
 
 IMAGES_TIP = "A batch of images to judge."
 VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
@@ -65,6 +65,17 @@ class LoadVLMVerifier(io.ComfyNode):
             ],
             outputs=[Verifier.Output(display_name="verifier", tooltip="The loaded VLM, read as a yes/no judge.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model: str, path: str, quantization: str, criteria: str) -> bool | str:
+        """Checked when the prompt is queued, before anything runs: a misspelled folder or path fails here."""
+        if quantization not in QUANTIZATIONS:
+            return f"quantization must be one of {list(QUANTIZATIONS)}, got {quantization!r}"
+        try:
+            resolve_model(model, path or "")
+        except (FileNotFoundError, ValueError) as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def execute(cls, model: str, path: str, quantization: str, criteria: str) -> io.NodeOutput:

@@ -167,7 +167,6 @@ def test_interrupt_mid_search_stops_cleanly_and_the_next_prompt_runs(executor):
     "graph,message",
     [
         (lambda: ksampler_graph(prompt="  "), "prompt is empty"),
-        (lambda: ksampler_graph(verifier_path="/nonexistent/vlm"), "no VLM folder at '/nonexistent/vlm'"),
         (lambda: ksampler_graph(budget="lots"), "is not a number of denoiser forwards"),
         (lambda: sop_sampler_graph(delta_f=0.5, delta_b=0.3), "must be larger than delta_f"),
         (lambda: _batch_of_two(ksampler_graph()), "set batch_size to 1"),
@@ -211,3 +210,12 @@ def test_the_prompt_is_typed_once(executor):
     ok, messages, ex = executor(prompt_once_graph("two blue squares"))
     assert ok, errors(messages)
     assert json.loads(output(ex, "5", 2))["config"]["prompt"] == "two blue squares"
+
+
+def test_a_misspelled_vlm_is_refused_when_queued(comfy):
+    import asyncio
+
+    graph = ksampler_graph(verifier_path="/nonexistent/vlm")
+    valid, _, _, node_errors = asyncio.run(comfy.execution.validate_prompt("bad-vlm", graph, None))
+    assert not valid
+    assert "no VLM folder at '/nonexistent/vlm'" in json.dumps(node_errors["4"])
