@@ -10,6 +10,13 @@ from pathlib import Path
 
 comfy_dir = Path(sys.argv[1]).resolve()
 sys.argv = [str(comfy_dir / "main.py"), *sys.argv[2:]]
+# transformers and diffusers decide "no torchvision" once and cache it; they must decide before the stub is
+# importable, or a VLM verifier's image processor would believe in the stub and fail on it.
+import diffusers.utils.import_utils  # noqa: F401
+from transformers.utils import import_utils
+
+import_utils.is_torchvision_available()
+import_utils.is_torchvision_v2_available()
 sys.path[:0] = [str(comfy_dir), str(Path(__file__).parent / "stubs")]
 
 import comfy.options

@@ -15,6 +15,8 @@ import pytest
 from conftest import HERE, REPO, TINY_NODES, comfyui_dir
 from graphs import ksampler_graph
 
+from rd_inference.verifier_loading import default_verifier_path
+
 LAUNCHER = HERE / "run_comfyui.py"
 START_TIMEOUT = 120  # seconds: importing ComfyUI and its built-in nodes on a busy 2-core machine
 RUN_TIMEOUT = 120
@@ -82,11 +84,21 @@ def test_server_loads_the_nodes_and_runs_a_posted_workflow(server):
     assert info["display_name"] == "Search KSampler"
     templates = _get(f"{url}/workflow_templates")
     assert sorted(templates["rd-inference"]) == sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
-    prompt_id = _post(f"{url}/prompt", {"prompt": ksampler_graph(), "client_id": "test"})["prompt_id"]
+    entry = _run(url, log, ksampler_graph())
+    assert entry["outputs"]["6"]["images"][0]["type"] == "temp"
+    # The embedded toy VLM as the verifier, inside the real server (transformers must not see the test's
+    # torchvision stub), with the prompt typed once in the encode node.
+    graph = ksampler_graph(verifier_path=str(default_verifier_path()), budget="2x", steps=4)
+    entry = _run(url, log, graph)
+    assert entry["outputs"]["6"]["images"][0]["type"] == "temp"
+
+
+def _run(url, log, graph) -> dict:
+    prompt_id = _post(f"{url}/prompt", {"prompt": graph, "client_id": "test"})["prompt_id"]
     deadline = time.monotonic() + RUN_TIMEOUT
     while not (history := _get(f"{url}/history/{prompt_id}")):
         assert time.monotonic() < deadline, f"the prompt did not finish in {RUN_TIMEOUT}s:\n{log.read_text()[-4000:]}"
         time.sleep(0.5)
     entry = history[prompt_id]
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    assert entry["outputs"]["6"]["images"][0]["type"] == "temp"
+    assert entry["status"]["status_str"] == "success", (entry["status"], log.read_text()[-4000:])
+    return entry
