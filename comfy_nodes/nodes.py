@@ -256,6 +256,9 @@ class SearchKSampler(io.ComfyNode):
                                tooltip="How the noise levels are spaced, as in KSampler."),
                 io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
                 _max_forwards_input(),
+                io.Int.Input("keep", default=0, min=0, max=4096, optional=True,
+                             tooltip="How many images the candidates output holds: the chosen one, then the next "
+                             "best by score (0 = every verified candidate)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
@@ -271,7 +274,7 @@ class SearchKSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
-                cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE) -> io.NodeOutput:
+                cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE, keep=0) -> io.NodeOutput:
         results = []
         sampler = search_sampler(strategy=strategy, params={}, verifier=verifier, vae=vae, prompt=prompt,
                                  budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
@@ -288,7 +291,8 @@ class SearchKSampler(io.ComfyNode):
         # The record a reader wants first (chosen, counts, candidates), the full configuration last.
         summary = {k: summary[k] for k in ("chosen", "counts", "candidates", "config")}
         ranked = ranking(result)
-        candidates = to_tensor([result.candidates[i] for i in ranked]).movedim(1, -1)
+        kept = ranked[:keep] if keep else ranked
+        candidates = to_tensor([result.candidates[i] for i in kept]).movedim(1, -1)
         return io.NodeOutput(out, vae.decode(samples), json.dumps(summary, indent=1, default=str), candidates,
                              ranking_text(result, ranked))
 

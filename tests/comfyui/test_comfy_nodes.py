@@ -219,3 +219,11 @@ def test_a_misspelled_vlm_is_refused_when_queued(comfy):
     valid, _, _, node_errors = asyncio.run(comfy.execution.validate_prompt("bad-vlm", graph, None))
     assert not valid
     assert "no VLM folder at '/nonexistent/vlm'" in json.dumps(node_errors["4"])
+
+
+def test_keep_top_k_candidates(executor):
+    ok, messages, ex = executor(ksampler_graph(strategy="bon", budget="4x", keep=2))
+    assert ok, errors(messages)
+    assert output(ex, "5", 3).shape[0] == 2
+    rows = output(ex, "5", 4).splitlines()[1:]
+    assert len(rows) == 4 and rows[0].endswith("(chosen)")  # the ranking still lists all four
