@@ -22,6 +22,7 @@ import torch
 from ..rd_inference.api import SearchResult, run_search
 from ..rd_inference.budget import DEFAULT_MAX_NFE
 from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
+from ..rd_inference.images import to_pil
 from ..rd_inference.strategies import get_strategy
 
 log = logging.getLogger("rd_inference")
@@ -59,19 +60,6 @@ def model_level(model_sampling: Any, sigmas: torch.Tensor, space: str) -> torch.
     return t / T
 
 
-class _Progress:
-    """Per-step progress for ComfyUI's progress bar, and the place where a cancel request stops the search."""
-
-    def __init__(self):
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = comfy.utils.ProgressBar(total)
-        self.bar.update_absolute(done, total)
-        mm.throw_exception_if_processing_interrupted()
-
-
 class _ScoreThenReload:
     """Scores with the VERIFIER, then loads the diffusion model (and its ControlNets etc.) back, which the
     VAE decode or the verifier may have pushed off the GPU."""
@@ -79,15 +67,40 @@ class _ScoreThenReload:
     def __init__(self, verifier: Any, guider: Any):
         self.verifier = verifier
         self.guider = guider
+        self.best: tuple[float, Any] | None = None  # (score, PIL image) of the best image scored so far
 
     def __call__(self, images, prompt: str) -> torch.Tensor:
         try:
-            return self.verifier(images, prompt)
+            scores = torch.as_tensor(self.verifier(images, prompt), dtype=torch.float32).reshape(-1)
         finally:
             mm.load_models_gpu([self.guider.model_patcher, *getattr(self.guider, "loaded_models", [])])
+        k = int(torch.argmax(scores)) if len(scores) else None
+        if k is not None and torch.isfinite(scores[k]) and (self.best is None or float(scores[k]) > self.best[0]):
+            self.best = (float(scores[k]), to_pil(images[k : k + 1])[0])
+        return scores
 
     def spec(self) -> dict | None:
         return self.verifier.spec() if callable(getattr(self.verifier, "spec", None)) else None
+
+
+PREVIEW_SIZE = 512  # the longest side of the best-so-far preview on the node
+
+
+class _Progress:
+    """Per-step progress for ComfyUI's progress bar with a preview of the best candidate verified so far,
+    and the place where a cancel request stops the search."""
+
+    def __init__(self, scorer: _ScoreThenReload):
+        self.bar = None
+        self.scorer = scorer
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+            self.scorer.best = None  # what the plan's calibration scored is not a candidate
+        best = self.scorer.best
+        self.bar.update_absolute(done, total, None if best is None else ("JPEG", best[1], PREVIEW_SIZE))
+        mm.throw_exception_if_processing_interrupted()
 
 
 def check_settings(prompt: str, strategy: str, params: dict) -> None:
@@ -165,13 +178,14 @@ def search_function(
             extra_config={"model": type(base).__name__, "cfg": cfg},
         )
         seed = extra_args.get("seed")
+        scorer = _ScoreThenReload(verifier, guider)
         result = run_search(
             den,
-            _ScoreThenReload(verifier, guider),
+            scorer,
             strategy=strategy,
             budget=budget,
             seed=0 if seed is None else int(seed),
-            progress=_Progress(),
+            progress=_Progress(scorer),
             max_nfe=max_nfe,
             on_plan=lambda plan: log.info("%s", plan.line()),
             **params,

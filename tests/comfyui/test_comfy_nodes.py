@@ -33,7 +33,8 @@ def progress_calls(comfy):
     import comfy.utils
 
     calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, node_id=None: calls.append((value, total, preview)))
     yield calls
     comfy.utils.set_progress_bar_global_hook(None)
 
@@ -66,7 +67,10 @@ def test_search_ksampler_runs_end_to_end_with_progress(executor, progress_calls)
     rest = [float(r[1]) for r in rows[1:]]
     assert rest == sorted(rest, reverse=True)  # then by score, best first
     # The chosen node's score is the best finished score, and the image shown is the chosen latent's.
-    ours = [(v, t) for v, t in progress_calls if t == planned]
+    ours = [(v, t) for v, t, _ in progress_calls if t == planned]
+    # After the first round is verified, each step previews the best candidate so far on the node.
+    previews = [p for v, t, p in progress_calls if t == planned and p is not None]
+    assert previews and all(p[0] == "JPEG" and p[1].size == (64, 64) for p in previews)
     assert len(ours) >= planned // 8 and ours[-1][0] == planned
     assert [v for v, _ in ours] == sorted(v for v, _ in ours)
 
