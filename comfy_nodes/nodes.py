@@ -19,6 +19,30 @@ from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folder
 IMAGES_TIP = "A batch of images to judge."
 VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
 
+# What the strategy menu shows; the id in brackets is what the command line and the API call it, and
+# graphs saved with the bare ids still load.
+STRATEGY_LABELS = {
+    "sop": "Search over Paths (sop)", "bon": "Best-of-N (bon)", "zo": "Zero-order search (zo)",
+    "beam": "Beam search with look-ahead (beam)", "fk": "Feynman-Kac particles (fk)",
+    "prune": "Staged pruning (prune)", "evo": "Evolutionary search (evo)",
+}
+STRATEGY_TIP = (
+    "Search over Paths: keep N paths, re-noise each along M branches, keep the best (Ma et al. 2025). "
+    "Best-of-N: N full samples, keep the best. Zero-order: move the starting noise towards what scores "
+    "better. Beam search: at each stage keep the beams whose look-ahead scores best. Feynman-Kac: "
+    "particles resampled by score as they denoise. Staged pruning: Best-of-N that drops the worst paths "
+    "early. Evolutionary: a population of noises and intermediate latents, mutated and selected."
+)
+
+
+def strategy_id(value: str) -> str:
+    """A menu label or a bare id (older graphs) -> the strategy id."""
+    for sid, label in STRATEGY_LABELS.items():
+        if value in (sid, label):
+            return sid
+    raise ValueError(f"unknown strategy {value!r}; choose one of: {', '.join(STRATEGY_LABELS.values())}")
+
+
 CATEGORY = "sampling/test-time scaling"
 Verifier = io.Custom("VERIFIER")
 
@@ -241,10 +265,8 @@ class SearchKSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="What the model avoids."),
                 io.Latent.Input("latent_image", tooltip="Batch size 1."),
                 *_search_inputs(),
-                io.Combo.Input("strategy", options=list(STRATEGIES), default="sop",
-                               tooltip="sop: Search over Paths; bon: Best-of-N; zo: zero-order search; beam: beam "
-                               "search with look-ahead; fk: Feynman-Kac particles; prune: staged pruning of "
-                               "Best-of-N; evo: evolutionary search over noise and intermediate latents."),
+                io.Combo.Input("strategy", options=list(STRATEGY_LABELS.values()), default=STRATEGY_LABELS["sop"],
+                               tooltip=STRATEGY_TIP),
                 io.String.Input("budget", default="4x", tooltip="Denoiser forwards ('400') or a multiple of one "
                                 "sample's cost ('4x'); the strategy is sized to fit."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -273,10 +295,18 @@ class SearchKSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strategy: str) -> bool | str:
+        try:
+            strategy_id(strategy)
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
                 cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE, keep=0) -> io.NodeOutput:
         results = []
-        sampler = search_sampler(strategy=strategy, params={}, verifier=verifier, vae=vae, prompt=prompt,
+        sampler = search_sampler(strategy=strategy_id(strategy), params={}, verifier=verifier, vae=vae, prompt=prompt,
                                  budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
                                  max_nfe=_ceiling(max_forwards))
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])

@@ -231,3 +231,19 @@ def test_keep_top_k_candidates(executor):
     assert output(ex, "5", 3).shape[0] == 2
     rows = output(ex, "5", 4).splitlines()[1:]
     assert len(rows) == 4 and rows[0].endswith("(chosen)")  # the ranking still lists all four
+
+
+def test_strategy_menu_shows_names_and_takes_old_ids(comfy, executor):
+    import asyncio
+    import sys
+
+    from rd_inference.strategies import STRATEGIES
+
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["RDSearchKSampler"]
+    labels = sys.modules[cls.__module__].STRATEGY_LABELS
+    assert set(labels) == set(STRATEGIES)  # a new strategy gets a menu entry
+    ok, messages, ex = executor(ksampler_graph(strategy="Best-of-N (bon)", budget="2x"))
+    assert ok, errors(messages)
+    assert json.loads(output(ex, "5", 2))["config"]["strategy"] == "bon"
+    valid, _, _, node_errors = asyncio.run(comfy.execution.validate_prompt("x", ksampler_graph(strategy="astar"), None))
+    assert not valid and "unknown strategy 'astar'" in json.dumps(node_errors["5"])
