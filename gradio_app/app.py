@@ -20,6 +20,7 @@ from .views import (
     STRATEGY_NAMES,
     _basename,
     _display,
+    equal_compute_note,
     gallery_items,
     strategy_params,
     summary_markdown,
@@ -111,12 +112,15 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             parts = [(strategy, (0.0, 0.5 if compare else 1.0))]
             if compare:
                 parts.append((strategy_b, (0.5, 0.5)))
-            outputs, first = [], None
+            outputs, results = [], []
             for strat, part in parts:
                 result, out = run_one(pipe, verifier, prompt.strip(), strat, budget, seed, steps, guidance, params,
                                       progress, part, max_nfe, cancel)
-                first = first or result
+                results.append(result)
                 outputs += out
+            if compare:
+                outputs[7] += equal_compute_note(*results)
+        first = results[0]
         outputs += [None] * (8 - len(outputs))
         state = {"image": first.image, "prompt": prompt.strip(), "node": first.node_id}
         return [*outputs, state]

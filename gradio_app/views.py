@@ -92,3 +92,13 @@ def tournament_markdown(res, names: list[str]) -> str:
         head = f"**Tournament winner: {_basename(names[res.winner])}**"
     return (f"{head}\n\n```\n{res.table()}\n```\n"
             "Rows and columns are indices in upload order; cells are P(row beats column).")
+
+
+def equal_compute_note(a, b) -> str:
+    """A comparison is fair only at equal spent compute: say so when the two runs spent different amounts."""
+    na, nb = a.counts["nfe"], b.counts["nfe"]
+    if abs(na - nb) <= 0.05 * max(na, nb):
+        return f"\n\nBoth spent about the same compute ({na} and {nb} denoiser forwards): a fair comparison."
+    return (f"\n\n**Not equal compute**: the first strategy spent {na} denoiser forwards, this one {nb} (sizes "
+            "come in whole paths and branches). Compare their scores with that in mind, or change the budget "
+            "or steps until both spend it all.")

@@ -92,6 +92,8 @@ def test_compare_runs_two_strategies_at_the_same_budget(client):
         spent[name], planned, budget = (int(v) for v in row.split(" / "))
         assert 0 < spent[name] <= planned <= budget == 32
     assert spent["bon"] == 32
+    fair = abs(spent["sop"] - spent["bon"]) <= 0.05 * 32
+    assert ("a fair comparison" in summary_b) == fair and ("Not equal compute" in summary_b) == (not fair)
 
 
 def test_cancel_stops_the_search_at_its_next_step(app):
