@@ -148,3 +148,44 @@ def test_worlds_registry():
     assert (w1.size, w2.size) == (32, 48) and w2.tasks == TASKS
     with pytest.raises(ValueError, match="known: v1, v2"):
         get_world("v3")
+
+
+def _canvas():
+    from rd_inference.toyworld.v2.world import BACKGROUND, SIZE
+
+    return np.full((SIZE, SIZE, 3), BACKGROUND, dtype=np.uint8)
+
+
+def test_a_shaded_or_two_tone_object_is_one_object():
+    from rd_inference.toyworld.v2.oracle import check
+    from rd_inference.toyworld.v2.world import COLOURS
+
+    img = _canvas()
+    img[14:30, 14:30] = COLOURS["green"]
+    img[20:24, 16:22] = COLOURS["black"]  # a dark patch, as the pipeline shades: 24 of 256 pixels
+    res = check(img, "a green square")
+    assert res.ok and [(o.shape, o.colour) for o in res.objects] == [("square", "green")]
+    img[14:30, 22:30] = COLOURS["purple"]  # half green, half purple: a square of no single colour
+    assert check(img, "a square").ok
+    assert not check(img, "a green square").ok and check(img, "a square").objects[0].colour == "mixed"
+
+
+def test_touching_objects_of_two_shapes_stay_two_and_are_reported():
+    from rd_inference.toyworld.v2.oracle import check
+    from rd_inference.toyworld.v2.world import COLOURS
+
+    img = _canvas()
+    img[14:26, 8:20] = COLOURS["red"]
+    img[14:26, 20:32] = COLOURS["blue"]  # two squares side by side: together a 2:1 bar, not one shape
+    res = check(img, "a square and a circle")
+    assert not res.ok and res.malformed.startswith("touching: the red square and the blue square")
+
+
+def test_an_object_smaller_than_the_world_draws_is_malformed():
+    from rd_inference.toyworld.v2.oracle import SMALLEST, check
+    from rd_inference.toyworld.v2.world import COLOURS
+
+    img = _canvas()
+    img[20:25, 20:25] = COLOURS["red"]  # 25 pixels; the world's smallest object has about 61
+    res = check(img, "a red square")
+    assert not res.ok and res.malformed.startswith("too small to name") and 25 < SMALLEST

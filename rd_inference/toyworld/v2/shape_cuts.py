@@ -26,7 +26,7 @@ from rd_inference.toyworld.v2 import oracle
 from rd_inference.toyworld.v2.prompts import TASKS, prompts
 from rd_inference.toyworld.v2.world import SHAPES, render, sample_scene
 
-CUTS = ("RING_HOLE", "CROSS_SOLIDITY", "TRIANGLE_TAPER", "DIAMOND_FILL", "SQUARE_CORNERS", "SQUARE_FILL")
+CUTS = ("RING_HOLE", "TRIANGLE_TAPER", "CROSS_SOLIDITY", "DIAMOND_FILL", "SQUARE_CORNERS", "SQUARE_FILL")
 
 
 def labelled_measures(images, scenes) -> list[tuple[str, np.ndarray, dict]]:
