@@ -187,6 +187,9 @@ def targets_from(labels: np.ndarray, objects: Sequence[FoundObject]) -> tuple[to
     colours = list(COLOURS)
     for o in objects:
         k = int(o.cy) // PATCH * GRID + int(o.cx) // PATCH
+        if o.colour not in colours:  # a "mixed" object (v2 oracle): no single class; ignored by the loss
+            cls[k] = -100
+            continue
         cls[k] = 1 + colours.index(o.colour) * len(SHAPE_CLASSES) + SHAPE_CLASSES.index(o.shape)
         xy[k] = torch.tensor([o.cx, o.cy]) / (SIZE - 1) * 2 - 1
     return cls, xy, mix
@@ -420,7 +423,7 @@ def auxiliary_loss(head, features: torch.Tensor, targets: tuple[torch.Tensor, ..
     weight = torch.ones(AUX_CLASSES)
     weight[0] = 0.1  # most patches hold no centroid
     loss = torch.nn.functional.cross_entropy(out[..., :AUX_CLASSES].reshape(-1, AUX_CLASSES), cls.reshape(-1),
-                                             weight=weight)
+                                             weight=weight, ignore_index=-100)
     has = cls > 0
     if has.any():
         loss = loss + 4 * ((out[..., AUX_CLASSES : AUX_CLASSES + 2] - xy) ** 2).sum(-1)[has].mean()
