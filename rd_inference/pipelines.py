@@ -22,6 +22,15 @@ def default_model_path() -> Path:
     return path
 
 
+def _dtype_kwarg() -> str:
+    """``dtype`` where diffusers has renamed ``torch_dtype`` (it warns on the old name), else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.dtype | str | None = "auto",
                   device: str | None = None):
     """``DiffusionPipeline.from_pretrained`` with safetensors only; ``None`` loads the embedded toy model.
@@ -41,7 +50,7 @@ def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.d
         class_name = DiffusionPipeline.load_config(path_or_id).get("_class_name")
         dtype = resolve_dtype(dtype, class_name, device)
         if dtype is not None:
-            kwargs["torch_dtype"] = dtype
+            kwargs[_dtype_kwarg()] = dtype
         pipe = DiffusionPipeline.from_pretrained(path_or_id, **kwargs)
     except OSError as exc:  # not on the hub, no network, a missing file: say which model and why, in one line
         raise UserError(f"cannot load the diffusion model {path_or_id}: {first_line(exc)}") from exc
