@@ -9,7 +9,7 @@ import comfy.samplers
 import torch
 from comfy_api.latest import io
 
-from ..rd_inference.budget import DEFAULT_MAX_NFE
+from ..rd_inference.budget import DEFAULT_MAX_NFE, ceiling_from_text
 from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
 from ..rd_inference.strategies import STRATEGIES
@@ -196,11 +196,6 @@ def _max_forwards_input():
                            "one sample like '256x'; 'none' for no limit.")
 
 
-def _ceiling(text: str | None) -> str | None:
-    text = (text or "").strip()
-    return None if text.lower() in ("none", "off", "0") else text or DEFAULT_MAX_NFE
-
-
 def _search_inputs() -> list:
     return [Verifier.Input("verifier", tooltip=VERIFIER_TIP), io.Vae.Input("vae", tooltip="Decodes x0-predictions for the verifier."),
             _prompt_input()]
@@ -248,7 +243,7 @@ class SearchOverPathsSampler(io.ComfyNode):
         params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start,
                   "widen": widen, "rollover": rollover, "keep_parent": keep_parent}
         return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
-                                            prompt=prompt, max_batch=max_batch, max_nfe=_ceiling(max_forwards)))
+                                            prompt=prompt, max_batch=max_batch, max_nfe=ceiling_from_text(max_forwards)))
 
 
 class SearchKSampler(io.ComfyNode):
@@ -308,7 +303,7 @@ class SearchKSampler(io.ComfyNode):
         results = []
         sampler = search_sampler(strategy=strategy_id(strategy), params={}, verifier=verifier, vae=vae, prompt=prompt,
                                  budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
-                                 max_nfe=_ceiling(max_forwards))
+                                 max_nfe=ceiling_from_text(max_forwards))
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from rd_inference import search
+from rd_inference.budget import ceiling_from_text
 from rd_inference.checks import check_guidance, check_image_file, check_seed, check_steps
 from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
@@ -92,8 +93,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
         cancel = backend.start_job(request.session_hash if request else None)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
-        max_nfe = _blank(max_forwards)
-        max_nfe = None if max_nfe is None or max_nfe.lower() == "none" else max_nfe
+        max_nfe = ceiling_from_text(max_forwards)
         budget = budget.strip() if isinstance(budget, str) and budget.strip() else None
         params = (n, m, sigma_start, delta_f, delta_b, widen, rollover, keep_parent)
         with readable_errors("Generate"):

@@ -114,7 +114,7 @@ def readable_errors(action: str) -> Iterator[None]:
     """Turn any failure into a one-line message in the page (``gr.Error``); the traceback goes to the log."""
     try:
         yield
-    except (gr.Error, Cancelled):
+    except gr.Error:  # Cancelled included
         raise
     except torch.OutOfMemoryError:
         log.exception("%s: out of memory", action)

@@ -162,7 +162,7 @@ def run_search(
     params, planned, nfe_budget = size_search(strat, den, budget, params, max_nfe)
     if on_plan is not None:
         on_plan(calibrate(den, verifier, dry_run(den, strat, params, seed=seed, verify_batch=verify_batch,
-                                                  tournament_k=tournament_k if final_pick == "tournament" else None)))
+                                                  final_pick=final_pick, tournament_k=tournament_k)))
     budget_note = None
     if nfe_budget is not None and planned < 0.95 * nfe_budget:
         # Sizes come in whole paths and branches; with few steps one more does not fit.

@@ -11,6 +11,14 @@ from .checks import UserError
 DEFAULT_MAX_NFE = "256x"  # the ceiling when none is given: 256 single samples' worth of forwards
 
 
+def ceiling_from_text(text: str | None) -> str | None:
+    """A ceiling typed in a face: empty -> the default, ``none``/``off``/``0`` -> no ceiling, else the text."""
+    text = (text or "").strip()
+    if not text:
+        return DEFAULT_MAX_NFE
+    return None if text.lower() in ("none", "off", "0") else text
+
+
 def parse_budget(budget: int | str, one_sample_nfe: int) -> int:
     """``400`` -> 400 denoiser forwards; ``"4x"`` -> 4 times one sample's forwards."""
     if isinstance(budget, str):

@@ -159,12 +159,12 @@ def check_pipeline_class(name: str | None, where) -> None:
     any weight loads (subclasses of the supported pipelines are accepted, as on load)."""
     import diffusers
 
-    from .denoisers import denoisers
+    from .denoisers import denoisers, family_of
 
     cls = getattr(diffusers, name, None) if isinstance(name, str) else None
-    if cls is None:
+    if not isinstance(cls, type):
         return  # a community or custom class: the loader decides, and the adapter check after it
-    if not any(issubclass(cls, supported) for supported in denoisers()):
+    if family_of(name) is None:
         known = ", ".join(c.__name__ for c in denoisers())
         raise UserError(f"{where} holds a {name}, which the search does not support; supported: {known}")
 

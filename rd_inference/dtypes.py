@@ -13,25 +13,12 @@ import torch
 HALF = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16}
 
 
-def pipeline_family(class_name: str | None) -> str | None:
-    """The adapter family ("sd", "sdxl", "sd3", "flux") of a diffusers pipeline class name, or None."""
-    import diffusers
-
-    from .denoisers import denoisers
-
-    cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
-    if not isinstance(cls, type):
-        return None
-    for pipe_cls, den_cls in denoisers().items():
-        if issubclass(cls, pipe_cls):
-            return den_cls.family
-    return None
-
-
 def auto_dtype(class_name: str | None, device: str | torch.device | None) -> torch.dtype:
     if device is None or torch.device(device).type != "cuda":
         return torch.float32
-    dtype = HALF.get(pipeline_family(class_name), torch.float32)
+    from .denoisers import family_of
+
+    dtype = HALF.get(family_of(class_name), torch.float32)
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         return torch.float16  # pre-Ampere GPUs
     return dtype

@@ -39,7 +39,8 @@ def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.d
     CUDA, float32 elsewhere; the family is read from ``model_index.json`` before any weight loads."""
     from diffusers import DiffusionPipeline
 
-    from .dtypes import pipeline_family, resolve_dtype, upcast_vae
+    from .denoisers import family_of
+    from .dtypes import resolve_dtype, upcast_vae
 
     path_or_id = str(path_or_id) if path_or_id is not None else str(default_model_path())
     check_pipeline_source(path_or_id)
@@ -54,7 +55,7 @@ def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.d
         pipe = DiffusionPipeline.from_pretrained(path_or_id, **kwargs)
     except OSError as exc:  # not on the hub, no network, a missing file: say which model and why, in one line
         raise UserError(f"cannot load the diffusion model {path_or_id}: {first_line(exc)}") from exc
-    upcast_vae(pipe, pipeline_family(class_name))
+    upcast_vae(pipe, family_of(class_name))
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -36,9 +36,6 @@ class Plan:
         return (f"plan: {self.strategy}, {self.forwards} denoiser forwards, {self.decodes} decodes, "
                 f"{self.verifier_images} images verified{eta}")
 
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("forwards", "decodes", "verifier_images", "model_calls", "seconds")}
-
 
 def _duration(seconds: float) -> str:
     if seconds < 1:
@@ -97,7 +94,7 @@ class _RandomVerifier:
 
 
 def dry_run(den, strategy, params: dict, *, seed: int = 0, verify_batch: int | None = None,
-            tournament_k: int | None = None) -> Plan:
+            final_pick: str = "score", tournament_k: int = 4) -> Plan:
     """Count what ``strategy`` with ``params`` spends on ``den`` without running a model."""
     from .strategies import SearchContext
 
@@ -105,7 +102,7 @@ def dry_run(den, strategy, params: dict, *, seed: int = 0, verify_batch: int | N
     ctx = SearchContext(dry, _RandomVerifier(seed), den.prompt, seed=seed, verify_batch=verify_batch)
     strategy.run(ctx, **params)
     images = dry.ledger.verifier_images
-    if tournament_k is not None:  # the pairwise final pick shows two images for each ordered pair
+    if final_pick == "tournament":  # the pairwise final pick shows two images for each ordered pair
         finished = sum(n.score is not None and n.end == den.schedule.num_steps for n in ctx.tree.nodes)
         k = min(tournament_k, finished)
         images += k * (k - 1) * 2
@@ -157,6 +154,6 @@ def plan_search(pipe, prompt: str, *, verifier=None, strategy: str = "sop", budg
     den = make_denoiser(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
                         height=height, width=width, max_batch=max_batch)
     params, _, _ = size_search(strat, den, budget, params, max_nfe)
-    plan = dry_run(den, strat, params, seed=seed, verify_batch=verify_batch,
-                   tournament_k=tournament_k if final_pick == "tournament" else None)
+    plan = dry_run(den, strat, params, seed=seed, verify_batch=verify_batch, final_pick=final_pick,
+                   tournament_k=tournament_k)
     return calibrate(den, verifier, plan) if timed and verifier is not None else plan

@@ -9,15 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` itself or its closest ancestor that exists: where a new folder there would be created."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    return probe
+
+
 def check_out_dir(path: str | os.PathLike) -> Path:
     """Fail before any work if ``path`` cannot become a new run directory."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"output directory {path} already exists and is not empty; choose another --out or remove it")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
+    probe = nearest_existing(path.parent if str(path.parent) else Path("."))
     if not probe.is_dir():
         raise NotADirectoryError(f"cannot create output directory {path}: {probe} is a file, not a folder; "
                                  "choose another --out")

@@ -5,7 +5,8 @@ import torch
 from tiny_pipelines import tiny_sd, tiny_sdxl
 
 from rd_inference.checks import UserError
-from rd_inference.dtypes import auto_dtype, pipeline_family, resolve_dtype, upcast_vae
+from rd_inference.denoisers import family_of
+from rd_inference.dtypes import auto_dtype, resolve_dtype, upcast_vae
 from rd_inference.pipelines import load_pipeline
 
 FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
@@ -15,7 +16,7 @@ FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"
 
 @pytest.mark.parametrize("name, family", FAMILIES.items())
 def test_family_from_the_class_name(name, family):
-    assert pipeline_family(name) == family
+    assert family_of(name) == family
 
 
 @pytest.mark.parametrize("bf16", [True, False])

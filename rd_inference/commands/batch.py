@@ -58,11 +58,10 @@ def check_settings(args: argparse.Namespace) -> None:
 def check_batch_out(out: str) -> None:
     """The batch folder can be created or resumed: checked without writing (the write probe comes later)."""
     import os
-    from pathlib import Path
 
-    probe = Path(out)
-    while not probe.exists():
-        probe = probe.parent
+    from ..run_dir import nearest_existing
+
+    probe = nearest_existing(out)
     if not probe.is_dir():
         raise ValueError(f"cannot write the batch output folder {out} ({probe} is a file); choose a folder for --out")
     if not os.access(probe, os.W_OK):

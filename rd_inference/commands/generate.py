@@ -51,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.plan:
         check_out_dir(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
                              offload=args.offload)
-    pipe = load_pipeline(args.model, dtype=dtype, device=device)
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=device)
     if args.plan:
         print(plan_search(pipe, prompt, verifier=verifier, seed=args.seed, **kwargs).line())
         return 0

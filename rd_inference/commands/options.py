@@ -25,10 +25,6 @@ def _max_batch(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else int(text)
 
 
-def _ceiling(text: str) -> str | None:
-    return None if text.strip().lower() in ("none", "off", "0") else text
-
-
 def strategy_flags() -> dict[str, tuple[str, type]]:
     """``--flag`` -> (setting, parser) for every setting of every strategy, derived from their defaults so a
     new strategy's settings appear on the command line by themselves."""
@@ -73,7 +69,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--max-batch", type=_max_batch, default="auto",
                    help="paths per denoiser forward, or auto (the default): from free GPU memory, 64 on CPU")
-    p.add_argument("--max-forwards", default="256x", type=_ceiling, metavar="N",
+    from ..budget import DEFAULT_MAX_NFE, ceiling_from_text
+
+    p.add_argument("--max-forwards", default=DEFAULT_MAX_NFE, type=ceiling_from_text, metavar="N",
                    help="refuse a search planned above N denoiser forwards, or a multiple of one sample like "
                    "256x (the default); 'none' for no ceiling")
     group = p.add_argument_group("strategy settings (each strategy reads its own; see the README)")
@@ -134,8 +132,7 @@ def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = 
         # Every supported family works on a grid of at least 8 pixels; the exact one is checked on load.
         checks.check_size(name, getattr(args, name), factor or 8)
     checks.check_device(args.device)
-    for flag in ("verifier_device",):
-        checks.check_device(getattr(args, flag, None))
+    checks.check_device(getattr(args, "verifier_device", None))  # rd-tts batch only
     if args.verifier is not None:
         checks.check_verifier_source(args.verifier)
     if args.budget is not None:

@@ -39,6 +39,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def family_of(class_name: str | None) -> str | None:
+    """The adapter family ("sd", "sdxl", "sd3", "flux") of a diffusers pipeline class name (subclasses
+    included), or None for an unknown or unsupported class."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
+    if not isinstance(cls, type):
+        return None
+    return next((den.family for pipe_cls, den in denoisers().items() if issubclass(cls, pipe_cls)), None)
+
+
 def denoiser_class(pipe) -> type[Denoiser]:
     registry = denoisers()
     for pipe_cls, den_cls in registry.items():
@@ -53,4 +64,4 @@ def make_denoiser(pipe, prompt: str, **kwargs) -> Denoiser:
     return denoiser_class(pipe)(pipe, prompt, **kwargs)
 
 
-__all__ = ["DENOISERS", "Denoiser", "KDiffusionDenoiser", "denoiser_class", "denoisers", "make_denoiser"]
+__all__ = ["DENOISERS", "Denoiser", "KDiffusionDenoiser", "denoiser_class", "denoisers", "family_of", "make_denoiser"]
