@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from rd_inference.verifier_loading import load_verifier
 CHROMIUM = "/usr/bin/chromium"
 SLOW = "slow-tiny-sd"
 SLOW_CALLS = [0]  # forwards the slow model has run  # model field value that loads the tiny pipeline with a sleep per denoiser forward
+HOLD: list = [None, 0]  # (event, n): when a test sets them, slow forwards after the n-th wait for the event
 # A generate request: prompt, criteria, strategy, budget, seed, compare, strategy_b, N, M, σ_start, Δf, Δb,
 # widen, rollover, keep_parent, steps, guidance, model, verifier, quantization, max forwards.
 SOP = {"prompt": "two red circles", "criteria": "alignment", "strategy": "sop", "budget": "4x", "seed": 0,
@@ -42,6 +44,8 @@ def app():
     pipe, slow = tiny_sd(), tiny_sd()
     def slow_forward(*_):  # so progress can be watched, and a cancelled search seen to stop
         SLOW_CALLS[0] += 1
+        if HOLD[0] is not None and SLOW_CALLS[0] > HOLD[1]:
+            HOLD[0].wait(timeout=20)
         time.sleep(0.03)
 
     slow.unet.register_forward_hook(slow_forward)
@@ -115,14 +119,27 @@ def test_cancel_stops_the_search_at_its_next_step(app):
 
 
 def test_the_plan_is_shown_before_the_first_step(client):
-    job = client.submit(*request(strategy="one", steps=12, model=SLOW), api_name="/generate")
-    seen = []
-    while not job.done():
-        seen += [p.desc for p in (job.status().progress_data or []) if p.desc and p.desc not in seen]
-        time.sleep(0.01)
-    job.result()
+    # The search's first forward waits until the page has been polled showing the plan, so a slow poll
+    # cannot miss a plan line that the first step's progress replaces; if no plan is ever shown the forward
+    # goes on after 20 s and the assertions below fail. The plan's calibration (a warm-up and a timed model
+    # call, before the plan is announced) is let through.
+    gate = threading.Event()
+    HOLD[:] = [gate, SLOW_CALLS[0] + 2]
+    try:
+        job = client.submit(*request(strategy="one", steps=12, model=SLOW), api_name="/generate")
+        seen = []
+        while not job.done():
+            seen += [p.desc for p in (job.status().progress_data or []) if p.desc and p.desc not in seen]
+            if any(d.startswith("plan: ") for d in seen):
+                gate.set()
+            time.sleep(0.01)
+        job.result()
+    finally:
+        HOLD[0] = None
+        gate.set()
     plans = [d for d in seen if d.startswith("plan: bon, 24 denoiser forwards, 1 decodes, 1 images verified")]
-    assert plans and seen.index(plans[0]) < min(i for i, d in enumerate(seen) if d.startswith("denoiser forwards"))
+    steps = [i for i, d in enumerate(seen) if d.startswith("denoiser forwards")]
+    assert plans and steps and seen.index(plans[0]) < min(steps), seen
 
 
 def test_progress_follows_denoiser_steps(client):
