@@ -11,10 +11,12 @@ marginals of the forward process are preserved whatever ``eta``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from .schedule import Schedule
+if TYPE_CHECKING:  # types only: importing it would load diffusers
+    from .schedule import Schedule
 
 
 def posterior_step(schedule: Schedule, x: torch.Tensor, x0: torch.Tensor, i: int, j: int,

@@ -15,10 +15,12 @@ which is, written per family (DESIGN.md):
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from .schedule import Schedule
+if TYPE_CHECKING:  # types only: importing it would load diffusers
+    from .schedule import Schedule
 
 
 def renoise_vp(x: torch.Tensor, abar: float, abar_to: float, noise: torch.Tensor) -> torch.Tensor:

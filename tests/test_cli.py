@@ -70,3 +70,12 @@ def test_cli_refuses_bad_strategy_settings_before_loading(model_dir, tmp_path):
                  "--delta-b", "0.5", "--out", tmp_path / "run", "--steps", "4")
     assert res.returncode == 2 and "no progress" in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_help_does_not_import_the_model_libraries():
+    # `rd-tts --help` and every sub-command's parser stay light: diffusers, transformers and gradio load
+    # only when a command runs (they took ~3 s of a 4 s `--help` before).
+    code = ("import sys; from rd_inference import cli; p = cli.build_parser(); "
+            "print(sorted(m for m in ('diffusers', 'transformers', 'gradio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..checks import check_scores
-from ..denoisers import Denoiser
 from ..images import to_pil
 from ..posterior import posterior_step
 from ..renoise import renoise
 from ..tree import Node, SearchTree
 from ..verifiers import Verifier
+
+if TYPE_CHECKING:  # types only: importing it would load diffusers
+    from ..denoisers import Denoiser
 
 SEED_MAX = 2**62
 

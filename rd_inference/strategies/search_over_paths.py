@@ -21,11 +21,14 @@ Three settings go beyond the paper (``widen=1, rollover=False, keep_parent=False
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..schedule import Schedule
 from .context import SearchContext
+
+if TYPE_CHECKING:  # types only: importing it would load diffusers
+    from ..schedule import Schedule
 
 DEFAULTS = {"n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "n_init": 0,
             "rollover": False, "keep_parent": False}
