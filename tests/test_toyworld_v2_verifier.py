@@ -82,3 +82,15 @@ def test_v2_training_runs_resumes_and_saves_a_48px_verifier(v2, tmp_path, monkey
     scores = verifier([images[0], images[1]], [ps[0], ps[1]])
     assert scores.shape == (2,) and bool(((scores >= 0) & (scores <= 1)).all())
     assert verifier.model.config.vision_config.image_size == 48
+
+
+def test_reliability_bins_scores_and_counts_oracle_passes(tmp_path):
+    labels = [True, False, True, True, False, False]
+    scores = [0.95, 0.91, 1.0, 0.55, 0.52, 0.05]
+    rows = tv.reliability(labels, scores, bins=10)
+    assert [(r["low"], r["n"]) for r in rows] == [(0.0, 1), (0.5, 2), (0.9, 3)]
+    top = rows[-1]
+    assert top["oracle_pass"] == pytest.approx(2 / 3) and top["mean_score"] == pytest.approx((0.95 + 0.91 + 1.0) / 3)
+    assert sum(r["n"] for r in rows) == len(scores)
+    tv.plot_reliability(rows, tmp_path / "r.png", "test")
+    assert (tmp_path / "r.png").stat().st_size > 1000

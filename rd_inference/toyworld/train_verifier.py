@@ -586,6 +586,38 @@ def _auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
+def reliability(labels: Sequence[bool], scores: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
+    """The reliability diagram's points: per equal-width score bin, how many samples, their mean score and
+    the share the oracle passes (a calibrated verifier has the two equal)."""
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(y, s) for y, s in zip(labels, scores) if lo <= s < hi or (b == bins - 1 and s == 1.0)]
+        if inside:
+            rows.append({"low": lo, "high": hi, "n": len(inside), "mean_score": sum(s for _, s in inside) / len(inside),
+                         "oracle_pass": sum(y for y, _ in inside) / len(inside)})
+    return rows
+
+
+def plot_reliability(rows: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, label="calibrated")
+    ax.plot([r["mean_score"] for r in rows], [r["oracle_pass"] for r in rows], "o-", label="verifier")
+    for r in rows:
+        ax.annotate(str(r["n"]), (r["mean_score"], r["oracle_pass"]), fontsize=6, xytext=(3, -8),
+                    textcoords="offset points")
+    ax.set(xlabel="verifier P(yes) (bin mean)", ylabel="oracle pass rate", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def agreement(verifier, samples, *, threshold: float = 0.5) -> dict[str, dict[str, float]]:
     """Per skill: how often "score >= threshold" equals the oracle's verdict, for both probabilities."""
     rows: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
@@ -604,6 +636,8 @@ def agreement(verifier, samples, *, threshold: float = 0.5) -> dict[str, dict[st
             "agree_full": sum(ok == (f >= threshold) for ok, _, f in rs) / len(rs),
             "auc_conditional": _auc([ok for ok, _, _ in rs], [c for _, c, _ in rs]),
         }
+    all_rows = rows["all"]
+    table["all"]["reliability"] = reliability([ok for ok, _, _ in all_rows], [c for _, c, _ in all_rows])
     return table
 
 
@@ -644,6 +678,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--evaluate", type=Path, default=None,
                     help="only measure a saved verifier's agreement with the oracle on eval-split samples")
     ap.add_argument("--eval-per-skill", type=int, default=60)
+    ap.add_argument("--plot", type=Path, default=None, help="with --evaluate: write the reliability diagram here (PNG)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     use_world(args.world)
@@ -657,6 +692,10 @@ def main(argv: list[str] | None = None) -> None:
         samples = evaluation_samples(load_pipeline(args.pipeline, WORLD), seeds_per_skill=args.eval_per_skill,
                                      steps=int(str(args.steps).split(",")[-1]), guidance=args.guidance)
         table = agreement(verifier, samples)
+        if args.plot:
+            all_ = table["all"]
+            plot_reliability(all_["reliability"], args.plot, f"{args.world} verifier, {all_['n']} eval samples, "
+                             f"AUC {all_['auc_conditional']:.3f}")
         print(json.dumps({"agreement": table, "seconds": round(time.time() - t0, 1)}, indent=1))
         return
 
