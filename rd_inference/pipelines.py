@@ -32,11 +32,13 @@ def _dtype_kwarg() -> str:
 
 
 def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.dtype | str | None = "auto",
-                  device: str | None = None):
+                  device: str | None = None, attention: str | None = None, compile: bool = False):
     """``DiffusionPipeline.from_pretrained`` with safetensors only; ``None`` loads the embedded toy model.
 
     ``dtype="auto"`` (see :mod:`rd_inference.dtypes`): bfloat16 for SD3/FLUX and float16 for SD/SDXL on
-    CUDA, float32 elsewhere; the family is read from ``model_index.json`` before any weight loads."""
+    CUDA, float32 elsewhere; the family is read from ``model_index.json`` before any weight loads.
+    ``attention`` (a diffusers attention backend) and ``compile`` apply to the denoiser network (see
+    :mod:`rd_inference.speed_options`)."""
     from diffusers import DiffusionPipeline
 
     from .denoisers import family_of
@@ -59,6 +61,10 @@ def load_pipeline(path_or_id: str | os.PathLike | None = None, *, dtype: torch.d
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if attention is not None or compile:
+        from .speed_options import speed_up_pipeline
+
+        speed_up_pipeline(pipe, attention=attention, compile=compile)
     return pipe
 
 

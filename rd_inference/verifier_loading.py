@@ -16,8 +16,10 @@ def default_verifier_path() -> Path:
 
 
 def load_verifier(spec: str | None, *, device: str | None = None, quantization: str | None = None,
-                  criteria: str | None = None, offload: bool = False) -> Verifier:
-    """``brightness``, ``color:R,G,B`` (floats in [0,1]), a VLM folder / hub id, or None for the embedded one."""
+                  criteria: str | None = None, offload: bool = False, attention: str | None = None,
+                  compile: bool = False) -> Verifier:
+    """``brightness``, ``color:R,G,B`` (floats in [0,1]), a VLM folder / hub id, or None for the embedded one.
+    ``attention`` and ``compile`` apply to a VLM (see :mod:`rd_inference.speed_options`)."""
     if spec == "brightness":
         return BrightnessVerifier()
     if spec is not None and spec.startswith("color:"):
@@ -30,7 +32,7 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
 
     path = str(spec) if spec is not None else str(default_verifier_path())
     check_verifier_source(path)
-    kwargs = {"device": device, "offload": offload}
+    kwargs = {"device": device, "offload": offload, "attn_implementation": attention, "compile": compile}
     if quantization not in (None, "none"):
         kwargs["quantization"] = quantization
     if criteria is not None:

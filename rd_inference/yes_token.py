@@ -283,6 +283,8 @@ class YesTokenVerifier:
         probability: str = "conditional",
         aggregation: str = "mean",
         max_batch: int = 8,
+        attn_implementation: str | None = None,
+        compile: bool = False,
     ) -> YesTokenVerifier:
         """Load a VLM (safetensors only) and its image-only processor.
 
@@ -301,6 +303,9 @@ class YesTokenVerifier:
             probability: ``"conditional"`` (P(yes|{yes,no}), default) or ``"full"`` (P(yes)) as the reward.
             aggregation: ``"mean"`` or ``"rank"`` over several criteria.
             max_batch: rows per forward pass (images x criteria, chunked).
+            attn_implementation: transformers' attention kernel (``"sdpa"``, ``"eager"``,
+                ``"flash_attention_2"``, ...); None lets transformers choose.
+            compile: ``torch.compile`` the model (worth its compile time only over many calls).
         """
         from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -318,6 +323,8 @@ class YesTokenVerifier:
             "use_safetensors": True,
             "trust_remote_code": trust_remote_code,
         }
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
         memory = {}
         if quantization is not None:
             from transformers import BitsAndBytesConfig
@@ -341,6 +348,8 @@ class YesTokenVerifier:
         model = AutoModelForImageTextToText.from_pretrained(path_or_id, **kwargs).eval()
         if quantization is None and device_map is None:
             model.to(home)
+        if compile:
+            model.compile()
         processor = load_image_processor(path_or_id, trust_remote_code=trust_remote_code)
         settings = {
             "quantization": quantization,
@@ -350,6 +359,8 @@ class YesTokenVerifier:
             "device": str(device),
             "device_map": device_map,
             "offload": offload,
+            "attn_implementation": attn_implementation,
+            "compile": compile,
         }
         verifier = cls(
             model,

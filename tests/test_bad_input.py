@@ -62,6 +62,8 @@ def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
         (["--budget", "100x", "--max-forwards", "64x"], "raise the ceiling to at least 100x (CLI --max-forwards 100x"),
         (["--max-forwards", "lots"], "budget 'lots' is not a number"),
         (["--max-batch", "0"], "max_batch (paths per denoiser forward) must be a whole number >= 1 or 'auto'"),
+        (["--attention", "fastest"], "--attention 'fastest' is not a diffusers attention backend; choose one of: flash"),
+        (["--verifier-attention", "fast"], "--verifier-attention 'fast' is not a transformers attn_implementation"),
     ],
 )
 def test_generate_refuses_before_loading(tmp_path, capsys, extra, message):

@@ -100,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     }
     settings.pop("offload")  # placement, not a result-deciding setting
     verifier = load_verifier(args.verifier, device=verifier_device, quantization=args.quantization,
-                             criteria=args.criteria, offload=args.offload)
-    pipe = load_pipeline(args.model, dtype=args.dtype, device=device)
+                             criteria=args.criteria, offload=args.offload, attention=args.verifier_attention,
+                             compile=args.compile)
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=device, attention=args.attention,
+                         compile=args.compile)
     # The budget's fit and the ceiling depend on the model's schedule: checked before the folder is touched.
     plan_search(pipe, items[0].prompt, seed=items[0].seed, timed=False, **search_kwargs(args))
     out = prepare_batch(args.out, items, settings, is_main=state.is_main_process)

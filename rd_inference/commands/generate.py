@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
-                             offload=args.offload)
-    pipe = load_pipeline(args.model, dtype=args.dtype, device=device)
+                             offload=args.offload, attention=args.verifier_attention,
+                             compile=args.compile)
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=device, attention=args.attention,
+                         compile=args.compile)
     if args.plan:
         print(plan_search(pipe, prompt, verifier=verifier, seed=args.seed, **kwargs).line())
         return 0

@@ -51,6 +51,13 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device_help: str) -> None
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="diffusion model dtype; auto: bfloat16 for SD3/FLUX and float16 for SD/SDXL on CUDA "
                    "(SDXL's VAE in float32), float32 on CPU")
+    p.add_argument("--attention", default=None, metavar="BACKEND",
+                   help="diffusers attention backend for the denoiser (e.g. native, flash, sage; default: diffusers' choice)")
+    p.add_argument("--verifier-attention", default=None, metavar="IMPL",
+                   help="transformers attn_implementation for the VLM (sdpa, eager, flash_attention_2, ...)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser (regionally where it has repeated blocks) and the VLM; "
+                   "pays off only on long searches")
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,6 +139,9 @@ def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = 
         # Every supported family works on a grid of at least 8 pixels; the exact one is checked on load.
         checks.check_size(name, getattr(args, name), factor or 8)
     checks.check_device(args.device)
+    from ..speed_options import check_attention
+
+    check_attention(args.attention, args.verifier_attention)
     checks.check_device(getattr(args, "verifier_device", None))  # rd-tts batch only
     if args.verifier is not None:
         checks.check_verifier_source(args.verifier)
