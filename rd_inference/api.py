@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import __version__
 from .budget import DEFAULT_MAX_NFE, size_search
-from .checks import check_seed
+from .checks import UserError, check_seed
 from .denoisers import make_denoiser
 from .pipelines import load_pipeline, model_name
 from .plan import Plan, calibrate, dry_run
@@ -91,6 +91,7 @@ def search(
     progress: Callable[[int, int], None] | None = None,
     stop_at_node: int | None = None,
     offload: bool = False,
+    overlap: bool | str = "auto",
     final_pick: str = "score",
     tournament_k: int = 4,
     max_nfe: int | str | None = DEFAULT_MAX_NFE,
@@ -105,7 +106,9 @@ def search(
     directory. ``progress(done, total)`` is called with denoiser forwards after every step; it may raise
     to interrupt the search (nothing is written then). ``offload=True`` is the one-GPU mode: the denoising
     models leave the GPU while the verifier scores (give the verifier ``offload=True`` too); the moves are
-    timed under ``counts["seconds"]["move"]``. ``final_pick="tournament"`` replaces the pointwise pick by
+    timed under ``counts["seconds"]["move"]``. ``overlap`` scores each finished chunk on a worker thread
+    while the next chunk denoises (same scores); ``"auto"`` turns it on when the verifier sits on another
+    GPU than the diffusion model. ``final_pick="tournament"`` replaces the pointwise pick by
     a pairwise round robin over the ``tournament_k`` best finished images (needs ``verifier.compare``).
     A search planned to spend more than ``max_nfe`` forwards (default 256 single samples' worth; ``None``
     for no ceiling) is refused before it starts. ``on_plan(plan)`` is called before the search with its
@@ -121,9 +124,20 @@ def search(
     )
     return run_search(
         den, verifier, strategy=strategy, budget=budget, seed=seed, verify_batch=verify_batch, out=out,
-        progress=progress, stop_at_node=stop_at_node, offload=offload, final_pick=final_pick,
+        progress=progress, stop_at_node=stop_at_node, offload=offload, overlap=overlap, final_pick=final_pick,
         tournament_k=tournament_k, max_nfe=max_nfe, on_plan=on_plan, model=model_name(pipe), **params,
     )
+
+
+def resolve_overlap(overlap: bool | str, den, verifier) -> bool:
+    """``"auto"``: overlap when the verifier is on a CUDA device other than the denoiser's (each then works
+    while the other does); on one device the two would only take turns."""
+    if overlap == "auto":
+        v, d = getattr(verifier, "device", None), getattr(den, "device", None)
+        return v is not None and d is not None and torch.device(v).type == "cuda" and torch.device(v) != torch.device(d)
+    if not isinstance(overlap, bool):
+        raise UserError(f"overlap must be True, False or 'auto', got {overlap!r}")
+    return overlap
 
 
 def run_search(
@@ -138,6 +152,7 @@ def run_search(
     progress: Callable[[int, int], None] | None = None,
     stop_at_node: int | None = None,
     offload: bool = False,
+    overlap: bool | str = "auto",
     final_pick: str = "score",
     tournament_k: int = 4,
     max_nfe: int | str | None = DEFAULT_MAX_NFE,
@@ -157,6 +172,7 @@ def run_search(
         raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
     prompt = den.prompt
     seed = check_seed(seed)
+    overlap = resolve_overlap(overlap, den, verifier)
     if out is not None:
         check_out_dir(out)
     params, planned, nfe_budget = size_search(strat, den, budget, params, max_nfe)
@@ -179,7 +195,7 @@ def run_search(
             progress(done, planned)
 
     ctx = SearchContext(den, verifier, prompt, seed=seed, verify_batch=verify_batch, on_step=on_step,
-                        stop_at_node=stop_at_node, offload=offload)
+                        stop_at_node=stop_at_node, offload=offload, overlap=overlap)
     node_id = strat.run(ctx, **params)
     tournament_table = None
     if final_pick == "tournament":

@@ -142,6 +142,7 @@ def plan_search(pipe, prompt: str, *, verifier=None, strategy: str = "sop", budg
                 negative_prompt: str | None = None, height: int | None = None, width: int | None = None,
                 max_batch: int = 8, verify_batch: int | None = None, final_pick: str = "score",
                 tournament_k: int = 4, max_nfe: int | str | None = DEFAULT_MAX_NFE, offload: bool = False,
+                overlap: bool | str = "auto",
                 timed: bool = True, **params) -> Plan:
     """What :func:`~rd_inference.search` with these arguments would spend, without searching: every
     check it makes (bad input, a budget too small, the ceiling) and the counts of a dry run; with

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "verifier": args.verifier, "quantization": args.quantization,
         "criteria": args.criteria, "dtype": args.dtype, **search_kwargs(args),
     }
-    settings.pop("offload")  # placement, not a result-deciding setting
+    settings.pop("offload")  # placement, not result-deciding settings
+    settings.pop("overlap")
     verifier = load_verifier(args.verifier, device=verifier_device, quantization=args.quantization,
                              criteria=args.criteria, offload=args.offload, attention=args.verifier_attention,
                              compile=args.compile)

@@ -14,6 +14,13 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+def _overlap(text: str) -> bool | str:
+    value = text.strip().lower()
+    if value not in ("auto", "on", "off"):
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return "auto" if value == "auto" else value == "on"
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
@@ -55,6 +62,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device_help: str) -> None
                    help="diffusers attention backend for the denoiser (e.g. native, flash, sage; default: diffusers' choice)")
     p.add_argument("--verifier-attention", default=None, metavar="IMPL",
                    help="transformers attn_implementation for the VLM (sdpa, eager, flash_attention_2, ...)")
+    p.add_argument("--overlap", type=_overlap, default="auto", metavar="{auto,on,off}",
+                   help="score finished chunks while the next chunk denoises; auto (the default): when the "
+                   "verifier is on another GPU than the diffusion model")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the denoiser (regionally where it has repeated blocks) and the VLM; "
                    "pays off only on long searches")
@@ -113,7 +123,7 @@ def search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": args.strategy, "budget": args.budget, "steps": pick(args.steps, "steps"),
         "guidance_scale": pick(args.guidance, "guidance_scale"), "negative_prompt": args.negative_prompt,
         "height": pick(args.height, "height"), "width": pick(args.width, "width"),
-        "max_batch": args.max_batch, "offload": args.offload, "final_pick": args.final_pick,
+        "max_batch": args.max_batch, "offload": args.offload, "overlap": args.overlap, "final_pick": args.final_pick,
         "tournament_k": args.tournament_k, "max_nfe": args.max_forwards, **strategy_params(args, d),
     }
 

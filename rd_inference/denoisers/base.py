@@ -54,17 +54,25 @@ class ChunkedDenoiser:
         end: int,
         generators: Sequence[torch.Generator],
         on_step: StepHook | None = None,
+        on_chunk: Callable[[int, int, torch.Tensor], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoise a batch from grid point ``start`` to ``end``; returns (latents at ``end``, x0-prediction).
 
         The x0-prediction is the model's estimate at its last call, or the latents themselves when ``end``
-        is the clean end of the grid.
+        is the clean end of the grid. ``on_chunk(lo, hi, x0)`` is called as each chunk of rows finishes
+        (so their images can be verified while the next chunk denoises).
         """
         if not 0 <= start < end <= self.schedule.num_steps:
             raise ValueError(f"bad denoising segment {start} -> {end} on a {self.schedule.num_steps}-step grid")
         gens = list(generators)
-        chunks = self._each_chunk(x.shape[0], lambda lo, hi: self._denoise_chunk(x[lo:hi], start, end, gens[lo:hi],
-                                                                                 on_step), gens, on_step)
+
+        def run(lo: int, hi: int):
+            out = self._denoise_chunk(x[lo:hi], start, end, gens[lo:hi], on_step)
+            if on_chunk is not None:
+                on_chunk(lo, hi, out[1])
+            return out
+
+        chunks = self._each_chunk(x.shape[0], run, gens, on_step)
         outs, x0s = zip(*chunks)
         x_end, x0 = torch.cat(outs), torch.cat(x0s)
         _check_finite(x_end, f"after denoising to step {end}")

@@ -156,10 +156,10 @@ class KDiffusionDenoiser(ChunkedDenoiser):
         return noise * sigma0
 
     # ---- stepping ------------------------------------------------------------------------------------
-    def denoise(self, x, start, end, generators, on_step=None):
+    def denoise(self, x, start, end, generators, on_step=None, on_chunk=None):
         """Euler from grid point ``start`` to ``end`` in chunks of ``max_batch``; returns (x_end, x0).
         Finished paths are handed to ``on_final`` (the host keeps the chosen path's latent)."""
-        x_end, x0 = super().denoise(x, start, end, generators, on_step)
+        x_end, x0 = super().denoise(x, start, end, generators, on_step, on_chunk)
         if end == self.schedule.num_steps and self.on_final is not None:
             self.on_final(x_end, list(generators))
         return x_end, x0

@@ -13,8 +13,7 @@ def best_of_n(ctx: SearchContext, n: int = 4) -> int:
     """Denoise ``n`` paths in one batch, verify the finished images, return the best node's id."""
     end = ctx.schedule.num_steps
     nodes, gens = ctx.spawn([None] * n, round=0, kind="init", start=0, end=end)
-    _, x0 = ctx.denoise(ctx.start(gens), nodes, gens)
-    scores = ctx.verify(x0, nodes)
+    _, _, scores = ctx.denoise_verified(ctx.start(gens), nodes, gens)
     best = nodes[int(torch.argmax(scores))]
     best.kept = True
     return best.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ class SearchContext:
         on_step: Callable[[int], None] | None = None,
         stop_at_node: int | None = None,
         offload: bool = False,
+        overlap: bool = False,
     ):
         self.denoiser = denoiser
         self.schedule = denoiser.schedule
@@ -57,6 +59,9 @@ class SearchContext:
         self.stop_at_node = stop_at_node
         # One-GPU mode: the denoising models leave the device while the verifier is on it.
         self.offload = offload
+        # Score finished chunks on a worker thread while the next chunk denoises (see denoise_verified);
+        # not with offload, whose models take turns on one device.
+        self.overlap = overlap and not offload
         self.images: dict[int, object] = {}  # node id -> PIL image of its verified x0-prediction
 
     # ---- nodes and randomness ---------------------------------------------------------------------------
@@ -177,6 +182,58 @@ class SearchContext:
             if self.offload:
                 with self.ledger.phase("move"):
                     self.denoiser.move_models(self.denoiser.device)
+        return self._book(scores, images, nodes)
+
+    def denoise_verified(self, x: torch.Tensor, nodes: Sequence[Node], gens):
+        """:meth:`denoise` then :meth:`verify`: (latents at the end, x0-predictions, scores).
+
+        With ``overlap``, each chunk's predictions are decoded as the chunk finishes and the verifier scores
+        them on a worker thread while the next chunk denoises (a verifier on its own GPU then costs almost
+        no wall time). The verifier sees the same images in the same batches as without overlap, so the scores
+        are the same up to the rounding of a CPU reduction split differently while the other thread runs."""
+        if not self.overlap or self.stop_at_node is not None:
+            x_end, x0 = self.denoise(x, nodes, gens)
+            return x_end, x0, self.verify(x0, nodes)
+        from concurrent.futures import ThreadPoolExecutor
+
+        decoded: list[torch.Tensor] = []  # every chunk's images, in row order
+        futures = []
+        handed = [0]  # rows already handed to the verifier
+        seconds = [0.0]
+
+        def score(chunk: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            out = torch.as_tensor(self.verifier(chunk, self.prompt), dtype=torch.float32).reshape(-1)
+            seconds[0] += time.perf_counter() - t0
+            return out
+
+        def submit(final: bool) -> None:
+            # The same verifier batches as _score makes: rows [k*verify_batch, (k+1)*verify_batch).
+            images = torch.cat(decoded)
+            while images.shape[0] - handed[0] >= self.verify_batch or (final and handed[0] < images.shape[0]):
+                futures.append(pool.submit(score, images[handed[0] : handed[0] + self.verify_batch]))
+                handed[0] += self.verify_batch
+
+        def on_chunk(lo: int, hi: int, x0_chunk: torch.Tensor) -> None:
+            decoded.append(self.denoiser.decode(x0_chunk))
+            submit(final=False)
+
+        start, end = nodes[0].start, nodes[0].end
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rd-verify") as pool:
+            try:
+                x_end, x0 = self.denoiser.denoise(x, start, end, gens, on_step=self.on_step, on_chunk=on_chunk)
+                submit(final=True)
+                parts = [f.result() for f in futures]
+            finally:
+                for f in futures:
+                    f.cancel()
+        images = torch.cat(decoded)
+        self.ledger.verifier_batches += len(parts)
+        self.ledger.seconds["verify"] += seconds[0]
+        return x_end, x0, self._book(torch.cat(parts), images, nodes)
+
+    def _book(self, scores: torch.Tensor, images: torch.Tensor, nodes: Sequence[Node]) -> torch.Tensor:
+        """Check the scores and write them (and the images) onto the nodes."""
         check_scores(scores, len(nodes), self.verifier)
         self.ledger.verifier_images += len(nodes)
         for node, score, image in zip(nodes, scores.tolist(), to_pil(images)):

@@ -29,8 +29,7 @@ def prune(ctx: SearchContext, n: int = 8, prune_at=(0.3, 0.6), keep: float = 0.5
         nodes, gens = ctx.spawn(kept, round=r, kind="init" if r == 0 else "continue", start=start, end=end)
         if r == 0:
             x = ctx.start(gens)
-        x, x0 = ctx.denoise(x, nodes, gens)
-        scores = ctx.verify(x0, nodes)
+        x, _, scores = ctx.denoise_verified(x, nodes, gens)
         survivors = plan[r + 1][2] if r + 1 < len(plan) else 1
         top, kept = ctx.keep_best(scores, nodes, survivors)
         x = x[top]

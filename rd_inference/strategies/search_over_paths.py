@@ -89,8 +89,8 @@ def search_over_paths(
         children, ys, scores = [], [], []
         if keep_parent:  # the kept paths themselves, denoised on from i without new noise
             nodes, gens = ctx.spawn(kept, round=r, kind="continue", start=i, end=j)
-            y, x0 = ctx.denoise(x, nodes, gens)
-            children, ys, scores = list(nodes), [y], [ctx.verify(x0, nodes)]
+            y, _, s = ctx.denoise_verified(x, nodes, gens)
+            children, ys, scores = list(nodes), [y], [s]
         # Without rollover one wave holds all m branches per path (one batch); with it, one branch per path,
         # so the round can stop at the first wave that improves on the kept paths.
         size = 1 if rollover else m
@@ -98,8 +98,7 @@ def search_over_paths(
             parents = [p for p in kept for _ in range(size)]
             nodes, gens = ctx.spawn(parents, round=r, kind="branch", start=f, end=j)
             y = ctx.branch(x.repeat_interleave(size, dim=0), i, f, gens)
-            y, x0 = ctx.denoise(y, nodes, gens)
-            s = ctx.verify(x0, nodes)
+            y, _, s = ctx.denoise_verified(y, nodes, gens)
             children, ys, scores = children + nodes, ys + [y], scores + [s]
             allowance -= n * size * length
             if rollover and not last and best_kept is not None and float(s.max()) > best_kept:

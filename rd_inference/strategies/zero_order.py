@@ -28,14 +28,13 @@ def zero_order(ctx: SearchContext, neighbors: int = 4, rounds: int = 2, cosine: 
     end = ctx.schedule.num_steps
     (pivot,), gens = ctx.spawn([None], round=0, kind="init", start=0, end=end)
     pivot_noise = ctx.start(gens)
-    _, x0 = ctx.denoise(pivot_noise, [pivot], gens)
-    pivot_score = float(ctx.verify(x0, [pivot])[0])
+    _, _, scores = ctx.denoise_verified(pivot_noise, [pivot], gens)
+    pivot_score = float(scores[0])
     for r in range(1, rounds + 1):
         k = int(neighbors)
         nodes, gens = ctx.spawn([pivot] * k, round=r, kind="neighbor", start=0, end=end)
         noise = neighbor_noise(pivot_noise.expand(k, *pivot_noise.shape[1:]), ctx.start(gens), cosine)
-        _, x0 = ctx.denoise(noise, nodes, gens)
-        scores = ctx.verify(x0, nodes)
+        _, _, scores = ctx.denoise_verified(noise, nodes, gens)
         best = int(torch.argmax(scores))
         if float(scores[best]) > pivot_score:
             pivot, pivot_score, pivot_noise = nodes[best], float(scores[best]), noise[best : best + 1]
