@@ -175,7 +175,7 @@ def check_verifier_source(spec: str) -> None:
         return
     folder = Path(spec).expanduser()
     if not folder.is_dir():
-        raise UserError(f"verifier folder {spec} does not exist: pass a VLM folder, a hub id (org/name), "
+        raise UserError(f"verifier folder {spec} does not exist: pass a VLM folder, a hub id (org/name), clip:PATH, "
                         "'brightness' or 'color:R,G,B'")
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a Hugging Face model folder (no config.json): pass a VLM folder saved "

@@ -9,11 +9,11 @@ import torch
 
 from .checks import UserError, check_pipeline_source, first_line, looks_local
 
-EMBEDDED_PIPELINE = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
+EMBEDDED_PIPELINE = Path(__file__).parent / "toyworld" / "weights" / "v2" / "pipeline"  # toy world v2
 
 
 def default_model_path() -> Path:
-    """The embedded toy-world pipeline shipped inside the package."""
+    """The embedded toy-world (v2) pipeline shipped inside the package."""
     path = EMBEDDED_PIPELINE
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(

@@ -9,35 +9,96 @@ from .verifiers import BrightnessVerifier, ColorVerifier, Verifier
 
 
 def default_verifier_path() -> Path:
-    path = Path(__file__).parent / "toyworld" / "weights" / "verifier"
+    path = Path(__file__).parent / "toyworld" / "weights" / "v2" / "verifier"  # toy world v2
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no embedded default verifier at {path}; pass --verifier")
     return path
 
 
+# KIND:TARGET names; a name without a known kind is a VLM folder or hub id (as before kinds existed).
+KINDS = {
+    "vlm": "a yes-token VLM folder or hub id (the default kind)",
+    "clip": "CLIP score of a dual encoder (CLIP, SigLIP) folder or hub id",
+    "pickscore": "PickScore (a CLIP checkpoint) folder or hub id",
+    "color": "R,G,B in [0,1]: closeness of the mean colour (tests, sanity checks)",
+    "brightness": "mean brightness (no target; tests, sanity checks)",
+}
+VERIFIER_HELP = ("a verifier as KIND:TARGET, or several joined by '+' (an ensemble; '@W' after one weights it): "
+                 + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
+                 + ". A bare folder or hub id is a VLM. Default: the embedded toy VLM")
+
+
+def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
+    """``"vlm:A@0.7+clip:B@0.3"`` -> [("vlm", "A", 0.7), ("clip", "B", 0.3)]; each part checked (names,
+    weights, local folders) before anything loads."""
+    parts = []
+    for part in spec.split("+"):
+        part, weight = part.strip(), 1.0
+        if "@" in part:
+            head, tail = part.rsplit("@", 1)
+            try:
+                part, weight = head, float(tail)
+            except ValueError:
+                pass  # an "@" that is part of a path or id
+            if not weight > 0:
+                raise UserError(f"verifier weight in {spec!r} must be a positive number, got {tail!r}")
+        kind, colon, target = part.partition(":")
+        if part == "brightness":
+            kind, target = "brightness", ""
+        elif not part or (kind in KINDS and colon and not target):
+            raise UserError(f"empty verifier in {spec!r}: write KIND:TARGET, e.g. clip:PATH or vlm:PATH")
+        elif kind not in KINDS or not colon:
+            kind, target = "vlm", part
+        if kind in ("vlm", "clip", "pickscore"):
+            check_verifier_source(target)
+        parts.append((kind, target, weight))
+    return parts
+
+
 def load_verifier(spec: str | None, *, device: str | None = None, quantization: str | None = None,
                   criteria: str | None = None, offload: bool = False, attention: str | None = None,
-                  compile: bool = False) -> Verifier:
-    """``brightness``, ``color:R,G,B`` (floats in [0,1]), a VLM folder / hub id, or None for the embedded one.
-    ``attention`` and ``compile`` apply to a VLM (see :mod:`rd_inference.speed_options`)."""
-    if spec == "brightness":
+                  compile: bool = False, aggregation: str = "mean") -> Verifier:
+    """A verifier from its name (see ``VERIFIER_HELP``): ``brightness``, ``color:R,G,B``, ``vlm:PATH`` (or a
+    bare VLM folder / hub id), ``clip:PATH``, ``pickscore:PATH``, ensembles ``A+B`` (``@W`` weights a member,
+    ``aggregation`` "mean" or "rank"), or None for the embedded toy VLM. ``quantization``, ``criteria``,
+    ``offload``, ``attention`` and ``compile`` apply to a VLM (see :mod:`rd_inference.speed_options`)."""
+    if spec is None:
+        spec = str(default_verifier_path())
+    parts = parse_verifier(spec)
+    vlm = {"device": device, "quantization": quantization, "criteria": criteria, "offload": offload,
+           "attention": attention, "compile": compile}
+    members = [_load_one(kind, target, vlm) for kind, target, _ in parts]
+    if len(members) == 1:
+        return members[0]
+    from .verifiers.ensemble import EnsembleVerifier
+
+    return EnsembleVerifier(members, [w for _, _, w in parts], aggregation)
+
+
+def _load_one(kind: str, target: str, vlm: dict) -> Verifier:
+    if kind == "brightness":
         return BrightnessVerifier()
-    if spec is not None and spec.startswith("color:"):
+    if kind == "color":
         try:
-            rgb = tuple(float(v) for v in spec.split(":", 1)[1].split(","))
+            rgb = tuple(float(v) for v in target.split(","))
         except ValueError:
-            raise ValueError(f"--verifier {spec!r}: write a colour as color:R,G,B with numbers in [0,1]") from None
+            raise ValueError(f"--verifier color:{target}: write a colour as color:R,G,B with numbers in [0,1]") from None
         return ColorVerifier(rgb)
+    if kind in ("clip", "pickscore"):
+        from .verifiers.clip import ClipScoreVerifier
+
+        scorer = ClipScoreVerifier(target, kind=kind, device=vlm["device"])
+        scorer._ensure_loaded()  # load now, so a broken folder fails before the search starts
+        return scorer
     from .yes_token import YesTokenVerifier
 
-    path = str(spec) if spec is not None else str(default_verifier_path())
-    check_verifier_source(path)
-    kwargs = {"device": device, "offload": offload, "attn_implementation": attention, "compile": compile}
-    if quantization not in (None, "none"):
-        kwargs["quantization"] = quantization
-    if criteria is not None:
-        kwargs["criteria"] = criteria
+    kwargs = {"device": vlm["device"], "offload": vlm["offload"], "attn_implementation": vlm["attention"],
+              "compile": vlm["compile"]}
+    if vlm["quantization"] not in (None, "none"):
+        kwargs["quantization"] = vlm["quantization"]
+    if vlm["criteria"] is not None:
+        kwargs["criteria"] = vlm["criteria"]
     try:
-        return YesTokenVerifier.from_pretrained(path, **kwargs)
+        return YesTokenVerifier.from_pretrained(target, **kwargs)
     except OSError as exc:  # not on the hub, no network, a missing file: say which verifier and why
-        raise UserError(f"cannot load the verifier {path}: {first_line(exc)}") from exc
+        raise UserError(f"cannot load the verifier {target}: {first_line(exc)}") from exc

@@ -27,10 +27,12 @@ def test_prompts_come_from_tune_only():
 
 @pytest.fixture(scope="module")
 def models():
-    from rd_inference.pipelines import default_model_path, load_pipeline
-    from rd_inference.verifier_loading import default_verifier_path, load_verifier
+    from rd_inference.pipelines import load_pipeline
+    from rd_inference.toyworld.worlds import get_world
+    from rd_inference.verifier_loading import load_verifier
 
-    return load_pipeline(default_model_path(), device="cpu"), load_verifier(str(default_verifier_path()), device="cpu")
+    v1 = get_world("v1")  # the diagnosis is of world v1
+    return load_pipeline(v1.pipeline_path, device="cpu"), load_verifier(str(v1.verifier_path), device="cpu")
 
 
 def _run(models, chosen):

@@ -25,14 +25,16 @@ from rd_inference.toyworld.train_verifier import (
 from rd_inference.toyworld.train_verifier import main as train_main
 from rd_inference.toyworld.vlm import build_vlm, training_inputs, wrap
 from rd_inference.toyworld.world import Scene, SceneObject
+from rd_inference.toyworld.worlds import get_world
 from rd_inference.verifier_loading import default_verifier_path, load_verifier
 from rd_inference.yes_token import YesTokenVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
+V1_VERIFIER = get_world("v1").verifier_path  # this file tests world v1; the embedded default is v2's
 
 
 def test_shipped_verifier_scores_images_in_unit_interval():
-    v = YesTokenVerifier.from_pretrained(str(default_verifier_path()), device="cpu")
+    v = YesTokenVerifier.from_pretrained(str(V1_VERIFIER), device="cpu")
     rng = np.random.default_rng(0)
     images = [render(sample_scene("two red circles", rng)) for _ in range(2)]
     scores = v(images, "two red circles")
@@ -43,7 +45,7 @@ def test_shipped_verifier_scores_images_in_unit_interval():
 
 
 def test_shipped_verifier_lists_only_train_prompts():
-    listed = (default_verifier_path() / "training_prompts.txt").read_text().split("\n")
+    listed = (V1_VERIFIER / "training_prompts.txt").read_text().split("\n")
     assert {split_of(p) for p in listed if p} == {"train"}
 
 

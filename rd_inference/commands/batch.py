@@ -96,13 +96,13 @@ def run(args: argparse.Namespace) -> int:
     verifier_device = per_process(args.verifier_device, rank, count, "--verifier-device") or device
     settings = {
         "model": args.model, "verifier": args.verifier, "quantization": args.quantization,
-        "criteria": args.criteria, "dtype": args.dtype, **search_kwargs(args),
+        "criteria": args.criteria, "ensemble": args.ensemble, "dtype": args.dtype, **search_kwargs(args),
     }
     settings.pop("offload")  # placement, not result-deciding settings
     settings.pop("overlap")
     verifier = load_verifier(args.verifier, device=verifier_device, quantization=args.quantization,
                              criteria=args.criteria, offload=args.offload, attention=args.verifier_attention,
-                             compile=args.compile)
+                             compile=args.compile, aggregation=args.ensemble)
     pipe = load_pipeline(args.model, dtype=args.dtype, device=device, attention=args.attention,
                          compile=args.compile)
     # The budget's fit and the ceiling depend on the model's schedule: checked before the folder is touched.

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
                              offload=args.offload, attention=args.verifier_attention,
-                             compile=args.compile)
+                             compile=args.compile, aggregation=args.ensemble)
     pipe = load_pipeline(args.model, dtype=args.dtype, device=device, attention=args.attention,
                          compile=args.compile)
     if args.plan:

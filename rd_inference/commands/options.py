@@ -48,8 +48,12 @@ def strategy_flags() -> dict[str, tuple[str, type]]:
 def add_model_arguments(p: argparse.ArgumentParser, *, device_help: str) -> None:
     """Which diffusion model and verifier, and how to load them."""
     p.add_argument("--model", help="diffusers pipeline folder or hub id (default: the embedded toy model)")
-    p.add_argument("--verifier", help="VLM folder or hub id, or a simple verifier: brightness, color:R,G,B "
-                   "(default: the embedded toy VLM)")
+    from ..verifier_loading import VERIFIER_HELP
+
+    p.add_argument("--verifier", metavar="KIND:PATH_OR_ID", help=VERIFIER_HELP)
+    p.add_argument("--ensemble", choices=["mean", "rank"], default="mean",
+                   help="how an ensemble (verifiers joined by '+') combines scores: mean keeps each score's scale "
+                   "(comparable across rounds); rank is scale-free but only meaningful within one call (Best-of-N)")
     p.add_argument("--quantization", choices=["none", "8bit", "4bit"], default="none", help="VLM verifier loading")
     p.add_argument("--criteria", default=None, help="verifier criteria template name or file")
     p.add_argument("--offload", action="store_true",
@@ -154,7 +158,9 @@ def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = 
     check_attention(args.attention, args.verifier_attention)
     checks.check_device(getattr(args, "verifier_device", None))  # rd-tts batch only
     if args.verifier is not None:
-        checks.check_verifier_source(args.verifier)
+        from ..verifier_loading import parse_verifier
+
+        parse_verifier(args.verifier)
     if args.budget is not None:
         parse_budget(args.budget, 1)
     if args.max_forwards is not None:

@@ -1,15 +1,19 @@
-"""``rd-tts score``: score image files with a yes-token VLM verifier and print the ranking."""
+"""``rd-tts score``: score image files with a verifier (a yes-token VLM by default) and print the ranking."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Score image files with a yes-token VLM verifier; print a table of scores and the ranking."
+HELP = "Score image files with a verifier (a yes-token VLM, CLIP score, PickScore or an ensemble); print the ranking."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to score")
-    parser.add_argument("--verifier", required=True, metavar="PATH_OR_ID", help="VLM folder or hub id")
+    from ..verifier_loading import VERIFIER_HELP
+
+    parser.add_argument("--verifier", required=True, metavar="KIND:PATH_OR_ID", help=VERIFIER_HELP)
+    parser.add_argument("--ensemble", choices=["mean", "rank"], default="mean",
+                        help="how an ensemble (verifiers joined by '+') combines its members' scores")
     parser.add_argument("--prompt", required=True, help="the prompt the images were generated for")
     parser.add_argument(
         "--criteria",
@@ -44,20 +48,22 @@ def run(args: argparse.Namespace) -> int:
         check_device,
         check_image_file,
         check_prompt,
-        check_verifier_source,
         first_line,
     )
     from ..pairwise import tournament
+    from ..verifier_loading import parse_verifier
     from ..yes_token import YesTokenVerifier
 
     # Every input is checked (images opened completely) before the verifier loads.
     check_prompt(args.prompt)
     images = [check_image_file(p) for p in args.images]
-    check_verifier_source(args.verifier)
+    parts = parse_verifier(args.verifier)
     check_device(args.device)
+    if len(parts) > 1 or parts[0][0] != "vlm":
+        return _score_other(args, images)
     try:
         verifier = YesTokenVerifier.from_pretrained(
-            args.verifier, quantization=args.quantization, dtype=args.dtype, device=args.device,
+            parts[0][1], quantization=args.quantization, dtype=args.dtype, device=args.device,
             trust_remote_code=args.trust_remote_code, criteria=args.criteria, probability=args.probability,
             aggregation=args.aggregation, max_batch=args.max_batch,
         )
@@ -84,4 +90,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"tournament winner: {args.images[best]}")
     if args.rationale:
         print(f"\nrationale for {args.images[best]}: {verifier.rationale(images[best], args.prompt)}")
+    return 0
+
+
+def _score_other(args: argparse.Namespace, images) -> int:
+    """Any verifier other than one VLM (CLIP score, PickScore, an ensemble): one score per image."""
+    from ..checks import UserError
+    from ..verifier_loading import load_verifier
+
+    if args.pairwise or args.rationale:
+        raise UserError("--pairwise and --rationale need a single VLM verifier (vlm:PATH or a bare VLM folder)")
+    verifier = load_verifier(args.verifier, device=args.device, quantization=args.quantization,
+                             criteria=args.criteria, aggregation=args.ensemble)
+    scores = verifier(images, args.prompt)
+    width = max(len("image"), *(len(p) for p in args.images))
+    print(f"verifier: {args.verifier}" + (f"   ensemble: {args.ensemble}" if "+" in args.verifier else ""))
+    print(f"{'rank':<5} {'score':>7}  {'image':<{width}}")
+    for rank, i in enumerate(sorted(range(len(images)), key=lambda i: -float(scores[i])), start=1):
+        print(f"{rank:<5} {float(scores[i]):>7.4f}  {args.images[i]:<{width}}")
     return 0

@@ -26,11 +26,12 @@ import torch
 
 from rd_inference.denoisers import make_denoiser
 from rd_inference.images import to_pil
-from rd_inference.pipelines import default_model_path, load_pipeline, model_defaults
+from rd_inference.pipelines import load_pipeline, model_defaults
 from rd_inference.renoise import renoise
 from rd_inference.toyworld.oracle import check
 from rd_inference.toyworld.prompts import SKILLS, parse, prompts
-from rd_inference.verifier_loading import default_verifier_path, load_verifier
+from rd_inference.toyworld.worlds import get_world
+from rd_inference.verifier_loading import load_verifier
 
 DELTAS = (0.1, 0.3, 0.5, 0.78)
 MAX_BATCH = 128  # per path the toy UNet is cheaper in big batches (2 threads: 4.6 ms at 8 -> 3.3 ms at 128)
@@ -244,11 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     deltas = tuple(float(d) for d in args.deltas.split(","))
-    defaults = model_defaults(default_model_path())
+    v1 = get_world("v1")  # the diagnosis of docs/sop_diagnosis.md, on the world it was made on
+    defaults = model_defaults(v1.pipeline_path)
     steps, guidance = int(defaults.get("steps", 10)), float(defaults.get("guidance_scale", 4.0))
     t0 = time.time()
-    pipe = load_pipeline(default_model_path(), device="cpu")
-    verifier = load_verifier(str(default_verifier_path()), device="cpu")
+    pipe = load_pipeline(v1.pipeline_path, device="cpu")
+    verifier = load_verifier(str(v1.verifier_path), device="cpu")
     chosen = pick_prompts(args.per_skill)
     print(f"{len(chosen)} tune prompts x {len(seeds)} seeds, {args.branches} branches, deltas {deltas}", flush=True)
     records = []

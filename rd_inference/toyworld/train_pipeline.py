@@ -7,7 +7,7 @@ EMA weights are saved with ``save_pretrained``. Seeded and resumable: rerunning 
 continues from ``<work>/ckpt_*.pt``.
 
     python -m rd_inference.toyworld.train_pipeline --work runs/toy_train \\
-        --out rd_inference/toyworld/weights/pipeline
+        --out rd_inference/toyworld/weights/v1/pipeline
 """
 
 from __future__ import annotations

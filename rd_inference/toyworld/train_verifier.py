@@ -31,8 +31,8 @@ Seeded and resumable (``<work>/data.pt``, ``<work>/ckpt.pt``); the trained model
 saved with ``save_pretrained`` (safetensors)::
 
     nice -n 10 python -m rd_inference.toyworld.train_verifier --work runs/verifier_train \\
-        --out rd_inference/toyworld/weights/verifier
-    python -m rd_inference.toyworld.train_verifier --evaluate rd_inference/toyworld/weights/verifier
+        --out rd_inference/toyworld/weights/v1/verifier
+    python -m rd_inference.toyworld.train_verifier --evaluate rd_inference/toyworld/weights/v1/verifier
 """
 
 from __future__ import annotations

@@ -66,9 +66,9 @@ def run_config(pipe, verifier, config: str, budget: int, pairs, out: Path, *, st
     check = get_world(world).check
     strategy, settings = CONFIGS[config]
     if settings is None:
-        from rd_inference.pipelines import default_model_path, model_defaults
+        from rd_inference.pipelines import model_defaults
 
-        settings = model_defaults(model or default_model_path()).get("strategies", {}).get(strategy, {})
+        settings = model_defaults(model or get_world(world).pipeline_path).get("strategies", {}).get(strategy, {})
     path = records_path(out, config, budget)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["prompt"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()

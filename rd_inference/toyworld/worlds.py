@@ -44,7 +44,7 @@ def get_world(name: str = "v1") -> World:
         # by module path: the package re-exports a *function* named prompts
         oracle, prompts, world = (import_module(f"rd_inference.toyworld.{m}") for m in ("oracle", "prompts", "world"))
         return World("v1", world.SIZE, prompts.SKILLS, prompts.prompts, prompts.parse, oracle.check,
-                     world.render, world.sample_scene, _WEIGHTS)
+                     world.render, world.sample_scene, _WEIGHTS / "v1")
     if name == "v2":
         from rd_inference.toyworld.v2 import oracle, prompts, world
 

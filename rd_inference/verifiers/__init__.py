@@ -1,8 +1,9 @@
 """Verifiers: picklable callables ``verifier(images, prompt) -> FloatTensor[B]``, higher is better.
 
 ``images`` is a float tensor [B,3,H,W] in [0,1] (what the search hands over: decoded x0-predictions) or a
-list of PIL images. The yes-token VLM verifier lives in :mod:`rd_inference.yes_token`; the simple ones
-here are for tests, examples and sanity checks.
+list of PIL images. The yes-token VLM verifier lives in :mod:`rd_inference.yes_token`, CLIP-family scorers
+in :mod:`.clip`, ensembles of any kinds in :mod:`.ensemble`; the simple ones here are for tests, examples
+and sanity checks. :func:`rd_inference.verifier_loading.load_verifier` names them all as ``KIND:PATH``.
 
 Every verifier exposes ``spec()`` -> a JSON-able dict from which :func:`verifier_from_spec` rebuilds it,
 so a run directory can be regenerated from its ``summary.json``.
@@ -14,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .images import ImageBatch, to_tensor
+from ..images import ImageBatch, to_tensor
 
 
 @runtime_checkable
@@ -79,11 +80,21 @@ def verifier_from_spec(spec: dict[str, Any], **load_kwargs: Any) -> Verifier:
     """Rebuild a verifier from ``spec()``; ``load_kwargs`` (device, dtype …) go to a VLM verifier's loader."""
     name = spec.get("name")
     if name == "yes_token":
-        from .yes_token import YesTokenVerifier
+        from ..yes_token import YesTokenVerifier
 
         return YesTokenVerifier.from_spec(spec, **load_kwargs)
+    if name in ("clip", "pickscore"):
+        from .clip import ClipScoreVerifier
+
+        return ClipScoreVerifier(spec["model"], kind=name, max_batch=spec.get("max_batch", 32),
+                                 device=load_kwargs.get("device"))
+    if name == "ensemble":
+        from .ensemble import EnsembleVerifier
+
+        members = [verifier_from_spec(m, **load_kwargs) for m in spec["members"]]
+        return EnsembleVerifier(members, spec.get("weights"), spec.get("aggregation", "mean"))
     if name not in SIMPLE_VERIFIERS:
-        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token"]))
+        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token", "clip", "pickscore", "ensemble"]))
         raise ValueError(f"unknown verifier {name!r}; known verifiers: {known}")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     return SIMPLE_VERIFIERS[name](**kwargs)

@@ -1,0 +1,118 @@
+"""The verifier zoo: CLIP score and PickScore through transformers' dual encoders, ensembles of any kinds,
+and one KIND:TARGET naming for every face. A tiny CLIP built from configs stands in for real checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+from tiny_pipelines import _clip_config, tiny_sd, tiny_tokenizer
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
+
+from rd_inference import BrightnessVerifier, ColorVerifier, search
+from rd_inference.checks import UserError
+from rd_inference.cli import main
+from rd_inference.verifier_loading import load_verifier, parse_verifier
+from rd_inference.verifiers import verifier_from_spec, verifier_spec
+from rd_inference.verifiers.ensemble import EnsembleVerifier, ranks
+
+PROMPT = "two red circles"
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    vision = CLIPVisionConfig(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, projection_dim=16)
+    model = CLIPModel(CLIPConfig(text_config=_clip_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16))
+    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    model.save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(folder)
+    return folder
+
+
+def images(n=3):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, 16, 16, generator=g)
+
+
+def test_clip_score_is_the_cosine_of_the_embeddings(clip_dir):
+    verifier = load_verifier(f"clip:{clip_dir}", device="cpu")
+    scores = verifier(images(), PROMPT)
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    with torch.no_grad():
+        pixels = verifier.image_processor(images=[Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+                                                  for x in images()], return_tensors="pt")["pixel_values"]
+        out = model(input_ids=verifier.tokenizer([PROMPT], return_tensors="pt")["input_ids"], pixel_values=pixels)
+    # CLIPModel's logits are logit_scale * cosine: the same numbers, rescaled.
+    expected = out.logits_per_image[:, 0] / model.logit_scale.exp()
+    assert scores.shape == (3,) and torch.allclose(scores, expected, atol=1e-5)
+    assert bool(((scores >= -1) & (scores <= 1)).all())
+    pick = load_verifier(f"pickscore:{clip_dir}", device="cpu")(images(), PROMPT)
+    assert torch.allclose(pick, out.logits_per_image[:, 0], atol=1e-4)
+
+
+def test_clip_scorer_rebuilds_from_spec_and_pickle(clip_dir):
+    verifier = load_verifier(f"clip:{clip_dir}", device="cpu")
+    expected = verifier(images(), PROMPT)
+    assert verifier_spec(verifier) == {"name": "clip", "model": str(clip_dir), "max_batch": 32}
+    for copy in (verifier_from_spec(verifier_spec(verifier), device="cpu"), pickle.loads(pickle.dumps(verifier))):
+        assert torch.allclose(copy(images(), PROMPT), expected, atol=1e-6)
+
+
+def test_ensemble_mean_and_rank():
+    x = images(4)
+    b, c = BrightnessVerifier()(x, PROMPT), ColorVerifier((1, 0, 0))(x, PROMPT)
+    mean = load_verifier("brightness+color:1,0,0@3")
+    assert torch.allclose(mean(x, PROMPT), (b + 3 * c) / 4)
+    rank = load_verifier("brightness+color:1,0,0@3", aggregation="rank")
+    assert torch.allclose(rank(x, PROMPT), (ranks(b) + 3 * ranks(c)) / 4)
+    assert ranks(torch.tensor([0.2, 0.9, 0.2, 0.5])).tolist() == pytest.approx([1 / 6, 1.0, 1 / 6, 2 / 3])
+    rebuilt = verifier_from_spec(verifier_spec(rank))
+    assert isinstance(rebuilt, EnsembleVerifier) and torch.allclose(rebuilt(x, PROMPT), rank(x, PROMPT))
+
+
+def test_a_search_with_a_mixed_ensemble_regenerates(clip_dir, tmp_path):
+    from rd_inference import regenerate
+
+    verifier = load_verifier(f"clip:{clip_dir}+brightness@0.5", device="cpu")
+    result = search(tiny_sd(), PROMPT, verifier=verifier, strategy="bon", budget="3x", steps=4, height=16, width=16,
+                    out=tmp_path / "run")
+    assert result.config["verifier"]["name"] == "ensemble"
+    again = regenerate(tmp_path / "run", result.node_id, pipe=tiny_sd())
+    assert list(again.getdata()) == list(result.image.getdata())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("clip:", "empty verifier in 'clip:'"),
+    ("brightness@-1", "must be a positive number"),
+    ("clip:./no/such/clip", "verifier folder ./no/such/clip does not exist"),
+    ("brightness+pickscore:./nope", "verifier folder ./nope does not exist"),
+])
+def test_bad_verifier_names_fail_before_loading(spec, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        parse_verifier(spec)
+
+
+def test_unknown_kind_is_a_vlm_path_and_kinds_are_listed(capsys):
+    assert parse_verifier("org/some-vlm") == [("vlm", "org/some-vlm", 1.0)]
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    out = capsys.readouterr().out
+    assert all(kind in out for kind in ("vlm:", "clip:", "pickscore:", "brightness", "--ensemble"))
+
+
+def test_score_command_ranks_images_with_clip(clip_dir, tmp_path, capsys):
+    files = []
+    for i, x in enumerate(images()):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path)
+        files.append(str(path))
+    assert main(["score", "--verifier", f"clip:{clip_dir}", "--prompt", PROMPT, "--device", "cpu", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"verifier: clip:{clip_dir}") and len(lines) == 2 + len(files)
+    ranked = [float(line.split()[1]) for line in lines[2:]]
+    assert ranked == sorted(ranked, reverse=True)
