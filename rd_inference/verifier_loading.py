@@ -20,6 +20,7 @@ KINDS = {
     "vlm": "a yes-token VLM folder or hub id (the default kind)",
     "clip": "CLIP score of a dual encoder (CLIP, SigLIP) folder or hub id",
     "pickscore": "PickScore (a CLIP checkpoint) folder or hub id",
+    "openai": "URL#MODEL of an OpenAI-compatible server that returns logprobs (vLLM, SGLang)",
     "color": "R,G,B in [0,1]: closeness of the mean colour (tests, sanity checks)",
     "brightness": "mean brightness (no target; tests, sanity checks)",
 }
@@ -51,6 +52,9 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
             kind, target = "vlm", part
         if kind in ("vlm", "clip", "pickscore"):
             check_verifier_source(target)
+        if kind == "openai" and (not target.startswith(("http://", "https://")) or "#" not in target):
+            raise UserError(f"write a served verifier as openai:URL#MODEL (e.g. openai:http://127.0.0.1:8000#org/vlm), "
+                            f"got {part!r}")
         parts.append((kind, target, weight))
     return parts
 
@@ -84,6 +88,10 @@ def _load_one(kind: str, target: str, vlm: dict) -> Verifier:
         except ValueError:
             raise ValueError(f"--verifier color:{target}: write a colour as color:R,G,B with numbers in [0,1]") from None
         return ColorVerifier(rgb)
+    if kind == "openai":
+        from .verifiers.remote import from_name
+
+        return from_name(target, criteria=vlm["criteria"])
     if kind in ("clip", "pickscore"):
         from .verifiers.clip import ClipScoreVerifier
 

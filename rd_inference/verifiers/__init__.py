@@ -88,13 +88,18 @@ def verifier_from_spec(spec: dict[str, Any], **load_kwargs: Any) -> Verifier:
 
         return ClipScoreVerifier(spec["model"], kind=name, max_batch=spec.get("max_batch", 32),
                                  device=load_kwargs.get("device"))
+    if name == "openai":
+        from .remote import RemoteYesTokenVerifier
+
+        return RemoteYesTokenVerifier(spec["url"], spec["model"], criteria=spec.get("criteria"),
+                                      aggregation=spec.get("aggregation", "mean"))
     if name == "ensemble":
         from .ensemble import EnsembleVerifier
 
         members = [verifier_from_spec(m, **load_kwargs) for m in spec["members"]]
         return EnsembleVerifier(members, spec.get("weights"), spec.get("aggregation", "mean"))
     if name not in SIMPLE_VERIFIERS:
-        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token", "clip", "pickscore", "ensemble"]))
+        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token", "clip", "pickscore", "openai", "ensemble"]))
         raise ValueError(f"unknown verifier {name!r}; known verifiers: {known}")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     return SIMPLE_VERIFIERS[name](**kwargs)
