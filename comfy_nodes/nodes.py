@@ -13,8 +13,16 @@ from ..rd_inference.budget import DEFAULT_MAX_NFE, ceiling_from_text
 from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
 from ..rd_inference.strategies import STRATEGIES
+from ..rd_inference.verifier_loading import KINDS, load_verifier, parse_verifier
 from .sampling import search_sampler
-from .verifier import QUANTIZATIONS, USE_PATH, load_comfy_verifier, model_folders, resolve_model
+from .verifier import (
+    QUANTIZATIONS,
+    USE_PATH,
+    ComfyVerifier,
+    load_comfy_verifier,
+    model_folders,
+    resolve_model,
+)
 
 IMAGES_TIP = "A batch of images to judge."
 VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
@@ -104,6 +112,46 @@ class LoadVLMVerifier(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, path: str, quantization: str, criteria: str) -> io.NodeOutput:
         return io.NodeOutput(load_comfy_verifier(model, path, quantization, criteria))
+
+
+class LoadVerifier(io.ComfyNode):
+    """Any kind of verifier by name, and ensembles of kinds (the command line's --verifier syntax)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        kinds = "; ".join(f"{k}: {v}" for k, v in KINDS.items())
+        return io.Schema(
+            node_id="RDLoadVerifier",
+            display_name="Load Verifier (any kind)",
+            category=CATEGORY,
+            description="CLIP score, PickScore, a served VLM (vLLM/SGLang), a local VLM, or an ensemble of them.",
+            inputs=[
+                io.String.Input("verifier", default="", tooltip="KIND:TARGET, several joined by '+' for an "
+                                f"ensemble, '@W' after one to weight it. Kinds: {kinds}. A VLM loaded here is not "
+                                "moved off the GPU by ComfyUI: use Load VLM Verifier for one that shares it."),
+                io.Combo.Input("ensemble", options=["mean", "rank"], default="mean",
+                               tooltip="How an ensemble combines scores: mean keeps each score's scale (fit for "
+                               "searches that compare rounds); rank is scale-free but only meaningful within one batch."),
+                io.String.Input("criteria", default="alignment", tooltip="For VLM kinds: built-in criteria names "
+                                "with optional weights ('alignment,aesthetics:0.5') or a criteria .json/.toml file."),
+            ],
+            outputs=[Verifier.Output(display_name="verifier", tooltip="The loaded verifier (or ensemble).")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, verifier: str, ensemble: str, criteria: str) -> bool | str:
+        """Checked when the prompt is queued: unknown kinds, bad weights and missing folders fail here."""
+        if not verifier.strip():
+            return "name a verifier, e.g. clip:/path/to/clip or openai:http://127.0.0.1:8000#org/vlm"
+        try:
+            parse_verifier(verifier)
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, verifier: str, ensemble: str, criteria: str) -> io.NodeOutput:
+        return io.NodeOutput(ComfyVerifier(load_verifier(verifier, aggregation=ensemble, criteria=criteria.strip() or None)))
 
 
 class YesTokenScore(io.ComfyNode):
@@ -369,6 +417,7 @@ class SearchPromptEncode(io.ComfyNode):
 NODES: list[type[io.ComfyNode]] = [
     SearchPromptEncode,
     LoadVLMVerifier,
+    LoadVerifier,
     YesTokenScore,
     BestOfNImages,
     PairwiseTournament,

@@ -13,6 +13,7 @@ from graphs import ksampler_graph, prompt_once_graph, sop_sampler_graph
 
 NODE_IDS = {
     "RDLoadVLMVerifier",
+    "RDLoadVerifier",
     "RDYesTokenScore",
     "RDBestOfNImages",
     "RDPairwiseTournament",
@@ -247,3 +248,17 @@ def test_strategy_menu_shows_names_and_takes_old_ids(comfy, executor):
     assert json.loads(output(ex, "5", 2))["config"]["strategy"] == "bon"
     valid, _, _, node_errors = asyncio.run(comfy.execution.validate_prompt("x", ksampler_graph(strategy="astar"), None))
     assert not valid and "unknown strategy 'astar'" in json.dumps(node_errors["5"])
+
+
+def test_any_kind_loader_scores_with_an_ensemble_and_refuses_bad_names(executor, comfy):
+    graph = ksampler_graph(strategy="bon", budget="2x")
+    graph["4"] = {"class_type": "RDLoadVerifier",
+                  "inputs": {"verifier": "brightness+color:1,0,0@3", "ensemble": "mean", "criteria": ""}}
+    ok, messages, ex = executor(graph)
+    assert ok, errors(messages)
+    summary = json.loads(output(ex, "5", 2))
+    assert summary["config"]["verifier"]["name"] == "ensemble" and summary["config"]["verifier"]["weights"] == [0.25, 0.75]
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["RDLoadVerifier"]
+    assert "does not exist" in cls.validate_inputs("clip:/no/such/clip", "mean", "")
+    assert "openai:URL#MODEL" in cls.validate_inputs("openai:http://127.0.0.1:1", "mean", "")
+    assert cls.validate_inputs("brightness", "rank", "") is True
