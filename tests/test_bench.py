@@ -97,7 +97,7 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path):
     table = (tmp_path / "bench" / "table.md").read_text()
     assert table.startswith("| method |") and "per task" in table
     assert (tmp_path / "bench" / "accuracy_vs_nfe.png").stat().st_size > 1000
-    assert data["meta"]["world"] == "v1" and len(data["meta"]["pairs"]) == len(data["meta"]["tasks"]) == 5
+    assert data["meta"]["world"] == "v2" and len(data["meta"]["pairs"]) == len(data["meta"]["tasks"]) == 6  # one a task
     records = sorted(p.name for p in (tmp_path / "bench" / "records").iterdir())
     assert "bon@8x.jsonl" in records and "one@1x.jsonl" in records
     assert not any(p.name.endswith(".records") for p in tmp_path.iterdir())  # moved into --out at the end
