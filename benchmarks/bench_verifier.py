@@ -12,8 +12,10 @@ prompt lengths are printed beside the times:
       new tokens, 128 by default) batched and one image at a time;
   (b) the verifier's whole call (tensor -> PIL -> processor -> forward with logits_to_keep=1 ->
       probabilities) vs one bare batched ``model(**inputs)`` on the same, already prepared inputs.
-  (c) no shared-prefix cache is implemented (the built-in templates put the image first, so the shared
-      text prefix is only the chat header): nothing to measure.
+  (c) the shared-prefix cache (several criteria about one image: the image and the text before the
+      question run once per image) on and off, on the embedded toy-world v2 verifier (a trained LLaVA;
+      Qwen's flattened patches cannot be split per image, so the cache does not apply there), with
+      ``--criteria`` questions per image, and the largest score difference between the two.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--json-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--criteria", default="alignment,object_consistency,visual_quality,plausibility",
+                        help="criteria for (c), one question each per image")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,7 +123,28 @@ def main(argv: list[str] | None = None) -> None:
         f"(b) bare model(**inputs) {t_bare * 1e3:8.1f} ms   whole verifier call {t_yes * 1e3:8.1f} ms   "
         f"overhead ratio {t_yes / t_bare:4.2f} (mean preprocessing {t_pre * 1e3:.1f} ms per call)"
     )
-    print("(c) shared-prefix cache: not implemented (image comes first in every template)")
+    prefix_cache_rows(args)
+
+
+def prefix_cache_rows(args) -> None:
+    from rd_inference.toyworld.worlds import get_world
+
+    path = str(get_world("v2").weights / "verifier")
+    by_mode = {m: YesTokenVerifier.from_pretrained(path, device="cpu", criteria=args.criteria, prefix_cache=m,
+                                                   max_batch=64) for m in ("off", "on")}
+    images = random_images(args.batch, size=48)
+    fns = {m: (lambda v=v: v.score(images, PROMPT)) for m, v in by_mode.items()}
+    scores = {m: fn().conditional for m, fn in fns.items()}
+    t = best_seconds(fns, args.repeats)
+    v = by_mode["off"]
+    rows = [([im], c.render(PROMPT)) for im in to_pil(images[:1]) for c in v.criteria]
+    lengths = v._inputs(rows)["attention_mask"].sum(-1).tolist()
+    image_tokens = (v.model.config.vision_config.image_size // v.model.config.vision_config.patch_size) ** 2
+    print(f"(c) toy-world v2 verifier, {args.batch} images x {len(v.criteria)} criteria; tokens per row "
+          f"{min(lengths)}-{max(lengths)} of which {image_tokens} image tokens")
+    print(f"    shared-prefix cache off {t['off'] * 1e3:8.1f} ms   on {t['on'] * 1e3:8.1f} ms   "
+          f"speed-up {t['off'] / t['on']:4.2f}x   max |score difference| "
+          f"{(scores['on'] - scores['off']).abs().max().item():.1e}")
 
 
 if __name__ == "__main__":

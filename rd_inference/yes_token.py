@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from PIL import Image
 
 from .criteria import AGGREGATIONS, Criterion, aggregate, resolve_criteria
 from .images import ImageBatch, to_pil
+from .verifiers.prefix_cache import PrefixCache, chunks_of, groups_of
 from .verifiers.vlm_loading import (  # noqa: F401  (answer_token_ids, load_image_processor: public here too)
     NO_WORDS,
     YES_WORDS,
@@ -92,6 +94,7 @@ class YesTokenVerifier:
         offload: bool = False,
         source: str | None = None,
         load_settings: dict[str, Any] | None = None,
+        prefix_cache: str = "auto",
     ):
         if probability not in PROBABILITIES:
             raise ValueError(f"probability must be one of {PROBABILITIES}, got {probability!r}")
@@ -104,6 +107,7 @@ class YesTokenVerifier:
         self.probability = probability
         self.aggregation = aggregation
         self.max_batch = int(max_batch)
+        self.prefix_cache = PrefixCache(prefix_cache)
         self.offload = bool(offload)
         self.source = source
         self._load_settings = dict(load_settings or {})
@@ -148,6 +152,7 @@ class YesTokenVerifier:
         max_batch: int = 8,
         attn_implementation: str | None = None,
         compile: bool = False,
+        prefix_cache: str = "auto",
     ) -> YesTokenVerifier:
         """Load a VLM (safetensors only) and its image-only processor.
 
@@ -169,6 +174,9 @@ class YesTokenVerifier:
             attn_implementation: transformers' attention kernel (``"sdpa"``, ``"eager"``,
                 ``"flash_attention_2"``, ...); None lets transformers choose.
             compile: ``torch.compile`` the model (worth its compile time only over many calls).
+            prefix_cache: with several criteria, run each image and the text before the question once
+                and only the questions per criterion (:mod:`rd_inference.verifiers.prefix_cache`):
+                ``"auto"`` (after checking its first use against the uncached forward), ``"on"``, ``"off"``.
         """
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
@@ -192,6 +200,7 @@ class YesTokenVerifier:
             offload=offload,
             source=str(path_or_id),
             load_settings=settings,
+            prefix_cache=prefix_cache,
         )
         footprint = model.get_memory_footprint()
         verifier.memory = {
@@ -216,6 +225,7 @@ class YesTokenVerifier:
             "probability": self.probability,
             "aggregation": self.aggregation,
             "max_batch": self.max_batch,
+            "prefix_cache": self.prefix_cache.mode,
             **self._load_settings,
         }
 
@@ -241,6 +251,7 @@ class YesTokenVerifier:
         self.reset_timings()
         spec = state["spec"]
         self.source, self.max_batch = spec["model"], spec["max_batch"]
+        self.prefix_cache = PrefixCache(spec.get("prefix_cache", "auto"))
         self.probability, self.aggregation = spec["probability"], spec["aggregation"]
         self.criteria = resolve_criteria(spec["criteria"])
         self.pairwise_criteria = resolve_criteria(spec["pairwise_criteria"], pairwise=True)
@@ -351,22 +362,28 @@ class YesTokenVerifier:
             for k, v in inputs.items()
         }
 
+    def _last_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
+        return self.model(**inputs, logits_to_keep=1).logits[:, -1]
+
     @torch.inference_mode()
     def yes_no_logprobs(self, rows: Sequence[tuple[Sequence[Image.Image], str]]) -> torch.Tensor:
         """log P(yes), log P(no) [N, 2] for rows of (images, question text), in chunks of ``max_batch``.
 
-        Each chunk is one forward pass; the logsumexp over the yes (no) token variants is taken after a
+        Each chunk is one forward pass (two with the prefix cache: the images, then the questions); the logsumexp over the yes (no) token variants is taken after a
         log-softmax over the whole vocabulary at the last position.
         """
         self._ensure_loaded()
         out = []
         with self.on_device():
-            for start in range(0, len(rows), self.max_batch):
-                chunk = rows[start : start + self.max_batch]
+            # Rows of one image stay in one chunk, so its questions can share the image's prefix.
+            for chunk_groups in chunks_of(groups_of(rows), self.max_batch):
+                start = chunk_groups[0][0]
+                chunk = rows[start : chunk_groups[-1][-1] + 1]
+                local = [[i - start for i in g] for g in chunk_groups]
                 t0 = time.perf_counter()
                 inputs = self._inputs(chunk)
                 t1 = time.perf_counter()
-                logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
+                logits = self.prefix_cache.logits(self.model, inputs, local, partial(self._last_logits, inputs)).float()
                 logp = torch.log_softmax(logits, dim=-1)
                 pair = torch.stack(
                     [logp[:, self.yes_ids].logsumexp(-1), logp[:, self.no_ids].logsumexp(-1)], dim=-1
