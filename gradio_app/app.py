@@ -183,8 +183,9 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
         with gr.Accordion("Models", open=bool(notice)), gr.Row():
             model = gr.Textbox(d["model"], label="Model: diffusers folder or hub id (empty = embedded toy model)")
             verifier_spec = gr.Textbox(d["verifier"], label="Verifier: VLM folder or hub id, or KIND:TARGET — "
-                                       "clip:PATH, pickscore:PATH, openai:URL#MODEL, brightness, color:R,G,B; "
-                                       "join with + for an ensemble, @W to weight (empty = embedded toy VLM)")
+                                       "clip:PATH, pickscore:PATH, aesthetic:PATH, openai:URL#MODEL, brightness, "
+                                       "color:R,G,B; join with + for an ensemble, @W to weight (empty = embedded "
+                                       "toy VLM)")
             quantization = gr.Radio(QUANTIZATIONS, value=d["quantization"], label="VLM quantization")
         with gr.Tab("Generate"):
             with gr.Row():

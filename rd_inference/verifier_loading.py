@@ -20,6 +20,8 @@ KINDS = {
     "vlm": "a yes-token VLM folder or hub id (the default kind)",
     "clip": "CLIP score of a dual encoder (CLIP, SigLIP) folder or hub id",
     "pickscore": "PickScore (a CLIP checkpoint) folder or hub id",
+    "aesthetic": ("LAION aesthetic score (~1-10, ignores the prompt) of a folder made by python -m "
+                  "rd_inference.verifiers.aesthetic convert; weight it ~0.1 in a mean ensemble"),
     "openai": "URL#MODEL of an OpenAI-compatible server that returns logprobs (vLLM, SGLang)",
     "color": "R,G,B in [0,1]: closeness of the mean colour (tests, sanity checks)",
     "brightness": "mean brightness (no target; tests, sanity checks)",
@@ -52,6 +54,10 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
             kind, target = "vlm", part
         if kind in ("vlm", "clip", "pickscore"):
             check_verifier_source(target)
+        if kind == "aesthetic":
+            from .verifiers.aesthetic import check_aesthetic_folder
+
+            check_aesthetic_folder(target)
         if kind == "openai" and (not target.startswith(("http://", "https://")) or "#" not in target):
             raise UserError(f"write a served verifier as openai:URL#MODEL (e.g. openai:http://127.0.0.1:8000#org/vlm), "
                             f"got {part!r}")
@@ -63,9 +69,10 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
                   criteria: str | None = None, offload: bool = False, attention: str | None = None,
                   compile: bool = False, aggregation: str = "mean") -> Verifier:
     """A verifier from its name (see ``VERIFIER_HELP``): ``brightness``, ``color:R,G,B``, ``vlm:PATH`` (or a
-    bare VLM folder / hub id), ``clip:PATH``, ``pickscore:PATH``, ensembles ``A+B`` (``@W`` weights a member,
-    ``aggregation`` "mean" or "rank"), or None for the embedded toy VLM. ``quantization``, ``criteria``,
-    ``offload``, ``attention`` and ``compile`` apply to a VLM (see :mod:`rd_inference.speed_options`)."""
+    bare VLM folder / hub id), ``clip:PATH``, ``pickscore:PATH``, ``aesthetic:PATH``, ensembles ``A+B`` (``@W``
+    weights a member, ``aggregation`` "mean" or "rank"), or None for the embedded toy VLM. ``quantization``,
+    ``criteria``, ``offload``, ``attention`` and ``compile`` apply to a VLM (see
+    :mod:`rd_inference.speed_options`)."""
     if spec is None:
         spec = str(default_verifier_path())
     parts = parse_verifier(spec)
@@ -97,6 +104,12 @@ def _load_one(kind: str, target: str, vlm: dict) -> Verifier:
 
         scorer = ClipScoreVerifier(target, kind=kind, device=vlm["device"])
         scorer._ensure_loaded()  # load now, so a broken folder fails before the search starts
+        return scorer
+    if kind == "aesthetic":
+        from .verifiers.aesthetic import AestheticVerifier
+
+        scorer = AestheticVerifier(target, device=vlm["device"])
+        scorer._ensure_loaded()
         return scorer
     from .yes_token import YesTokenVerifier
 

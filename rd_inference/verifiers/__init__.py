@@ -2,8 +2,9 @@
 
 ``images`` is a float tensor [B,3,H,W] in [0,1] (what the search hands over: decoded x0-predictions) or a
 list of PIL images. The yes-token VLM verifier lives in :mod:`rd_inference.yes_token`, CLIP-family scorers
-in :mod:`.clip`, ensembles of any kinds in :mod:`.ensemble`; the simple ones here are for tests, examples
-and sanity checks. :func:`rd_inference.verifier_loading.load_verifier` names them all as ``KIND:PATH``.
+in :mod:`.clip`, LAION's aesthetic predictor in :mod:`.aesthetic`, ensembles of any kinds in :mod:`.ensemble`;
+the simple ones here are for tests, examples and sanity checks. :func:`rd_inference.verifier_loading.load_verifier`
+names them all as ``KIND:PATH``.
 
 Every verifier exposes ``spec()`` -> a JSON-able dict from which :func:`verifier_from_spec` rebuilds it,
 so a run directory can be regenerated from its ``summary.json``.
@@ -88,6 +89,11 @@ def verifier_from_spec(spec: dict[str, Any], **load_kwargs: Any) -> Verifier:
 
         return ClipScoreVerifier(spec["model"], kind=name, max_batch=spec.get("max_batch", 32),
                                  device=load_kwargs.get("device"))
+    if name == "aesthetic":
+        from .aesthetic import AestheticVerifier
+
+        return AestheticVerifier(spec["model"], scale=spec.get("scale", 1.0), max_batch=spec.get("max_batch", 32),
+                                 device=load_kwargs.get("device"))
     if name == "openai":
         from .remote import RemoteYesTokenVerifier
 
@@ -99,7 +105,8 @@ def verifier_from_spec(spec: dict[str, Any], **load_kwargs: Any) -> Verifier:
         members = [verifier_from_spec(m, **load_kwargs) for m in spec["members"]]
         return EnsembleVerifier(members, spec.get("weights"), spec.get("aggregation", "mean"))
     if name not in SIMPLE_VERIFIERS:
-        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token", "clip", "pickscore", "openai", "ensemble"]))
+        known = ", ".join(sorted([*SIMPLE_VERIFIERS, "yes_token", "clip", "pickscore", "aesthetic", "openai",
+                                "ensemble"]))
         raise ValueError(f"unknown verifier {name!r}; known verifiers: {known}")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     return SIMPLE_VERIFIERS[name](**kwargs)
