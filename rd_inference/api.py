@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import __version__
 from .budget import DEFAULT_MAX_NFE, size_search
-from .checks import UserError, check_seed
+from .checks import UserError, check_count, check_seed
 from .denoisers import make_denoiser
 from .pipelines import load_pipeline, model_name
 from .plan import Plan, calibrate, dry_run
@@ -170,6 +170,9 @@ def run_search(
         raise ValueError("final_pick='tournament' needs a pairwise verifier with compare() (e.g. YesTokenVerifier)")
     if not callable(verifier):
         raise TypeError("verifier must be callable as verifier(images, prompt) -> scores")
+    verify_batch = check_count("verify_batch", verify_batch, "images per verifier call")
+    if final_pick == "tournament":
+        check_count("tournament_k", tournament_k, "images that play the tournament")
     prompt = den.prompt
     seed = check_seed(seed)
     overlap = resolve_overlap(overlap, den, verifier)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without wrapping or overflowing
+MAX_SIDE = 16384  # pixels: beyond every supported model's sizes; larger only fails allocating the latents
 
 
 class UserError(ValueError):
@@ -32,12 +33,53 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_prompt(prompt, what: str = "prompt") -> str:
     if not isinstance(prompt, str):
         raise UserError(f"the {what} must be text (str), got {type(prompt).__name__} {prompt!r}")
     if not prompt.strip():
         raise UserError(f"the {what} is empty: pass a text describing the image")
     return prompt
+
+
+def check_negative_prompt(negative_prompt) -> str | None:
+    """``None`` or text (an empty one is a valid negative prompt)."""
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise UserError(f"the negative prompt must be text (str) or None, got {type(negative_prompt).__name__} "
+                        f"{negative_prompt!r}")
+    return negative_prompt
+
+
+def check_count(name: str, value, what: str, minimum: int = 1) -> int | None:
+    """A whole number of at least ``minimum``; ``None`` means the default."""
+    if value is None:
+        return None
+    if not _is_int(value) or value < minimum:
+        raise UserError(f"{name} ({what}) must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_setting(strategy: str, name: str, value, default) -> None:
+    """A strategy setting has its default's kind: a whole number, a finite number, a list of finite
+    numbers, true/false or text (ranges are the strategy's own ``validate``)."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = _is_int(value), "a whole number"
+    elif isinstance(default, float):
+        ok, kind = _is_finite(value), "a finite number"
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (tuple, list)) and all(_is_finite(v) for v in value)
+        kind = "a list of finite numbers (e.g. 0.3,0.6)"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "text"
+    else:
+        return
+    if not ok:
+        raise UserError(f"strategy {strategy!r}: {name} must be {kind}, got {value!r}")
 
 
 def check_seed(seed) -> int:
@@ -83,6 +125,9 @@ def check_size(name: str, value, factor: int) -> int | None:
         return None
     if not _is_int(value) or value < 1:
         raise UserError(f"{name} must be a whole number of pixels, got {value!r}")
+    if value > MAX_SIDE:
+        raise UserError(f"{name} {value} is above {MAX_SIDE} pixels, beyond any supported model: use the model's "
+                        "own size (e.g. 512 or 1024, or leave it out)")
     if value % factor:
         lower, upper = value // factor * factor, (value // factor + 1) * factor
         nearest = f"{lower} or {upper}" if lower else str(upper)
@@ -201,6 +246,8 @@ def check_image_file(path: str | os.PathLike):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"image {path} is a folder: pass the image files in it")
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
     try:
@@ -217,7 +264,7 @@ def check_scores(scores, n: int, verifier) -> None:
     """A verifier must return ``n`` finite scores; a NaN would silently never (or always) be chosen."""
     import torch
 
-    name = type(verifier).__name__
+    name = getattr(verifier, "__name__", None) or type(verifier).__name__  # a function's own name
     if scores.shape[0] != n:
         raise ValueError(f"the verifier {name} returned {scores.shape[0]} scores for {n} images")
     if not torch.isfinite(scores).all():

@@ -20,8 +20,16 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An option argparse refuses (a wrong type, a missing argument) gets one line, like every other bad
+    input, instead of the whole usage text above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rd-tts", description="Test-time scaling for diffusion image models.")
+    parser = Parser(prog="rd-tts", description="Test-time scaling for diffusion image models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -36,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """The device or the host ran out of memory: sizes, budgets or batches too large for this machine."""
+    torch = sys.modules.get("torch")  # loaded by whatever ran out; the parser does not import it
+    return (isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError))
+            or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -44,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"rd-tts {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug or not out_of_memory(exc):
+            raise
+        from .checks import first_line
+
+        print(f"rd-tts {args.command}: error: out of memory ({first_line(exc)[:160]}): lower --max-batch, the "
+              "image size or the budget, or use --offload or a quantized verifier", file=sys.stderr)
         return 2
 
 

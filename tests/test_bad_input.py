@@ -64,14 +64,64 @@ def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
         (["--max-batch", "0"], "max_batch (paths per denoiser forward) must be a whole number >= 1 or 'auto'"),
         (["--attention", "fastest"], "--attention 'fastest' is not a diffusers attention backend; choose one of: flash"),
         (["--verifier-attention", "fast"], "--verifier-attention 'fast' is not a transformers attn_implementation"),
+        (["--width", str(2**20)], "width 1048576 is above 16384 pixels, beyond any supported model"),
+        (["--strategy", "bon", "--n", "0"], "n must be >= 1 (number of paths), got 0"),
+        (["--widen", "inf"], "strategy 'sop': widen must be a finite number, got inf"),
+        (["--delta-f", "nan"], "strategy 'sop': delta_f must be a finite number, got nan"),
+        (["--strategy", "fk", "--lam=-1"], "lam must be >= 0"),
+        (["--strategy", "evo", "--levels", "0,nan"], "strategy 'evo': levels must be a list of finite numbers"),
+        (["--final-pick", "tournament", "--tournament-k=0"], "--tournament-k (images that play the tournament) must"),
     ],
 )
-def test_generate_refuses_before_loading(tmp_path, capsys, extra, message):
+def test_generate_refuses_before_loading(tmp_path, capsys, monkeypatch, extra, message):
+    from rd_inference import pipelines, verifier_loading
+
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(verifier_loading, "load_verifier", lambda *a, **k: pytest.fail("the verifier loaded"))
     out = tmp_path / "run"
     # The embedded model is named but never loaded: every one of these fails on the options alone.
     err = one_line_error(capsys, main(["generate", "two red circles", "--out", str(out), *extra]))
     assert message in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a cat", "--seed", "1.5"], "rd-tts generate: error: argument --seed: invalid int value: '1.5'"),
+        (["generate", "a cat", "--max-batch", "lots"], "argument --max-batch: expected a whole number or auto, got 'lots'"),
+        (["generate", "a cat", "--prune-at", "a,b"], "argument --prune-at: expected numbers separated by commas"),
+        (["generate", "a cat", "--scheduler", "euler"], "rd-tts: error: unrecognized arguments: --scheduler euler"),
+        (["score", "a.png"], "rd-tts score: error: the following arguments are required: --verifier, --prompt"),
+    ],
+)
+def test_options_argparse_refuses_get_one_line(capsys, argv, message):
+    """A wrong type or a missing argument: one line pointing at --help, not the whole usage text."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and message in err and "--help)" in err, err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 8 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                     "you tried to allocate 4398046511104 bytes. Error code 12 (Cannot allocate memory)"),
+    ],
+)
+def test_out_of_memory_is_one_line(capsys, monkeypatch, error):
+    from rd_inference.commands import regenerate
+
+    def too_big(args):
+        raise error
+
+    monkeypatch.setattr(regenerate, "run", too_big)
+    err = one_line_error(capsys, main(["regenerate", "somewhere", "0"]))
+    assert err.startswith("rd-tts regenerate: error: out of memory (") and "lower --max-batch, the image size" in err
+    with pytest.raises(type(error)):
+        main(["regenerate", "somewhere", "0", "--debug"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -135,16 +185,21 @@ def test_regenerate_without_tree(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "content, prompt, message",
+    "content, prompt, extra, message",
     [
-        (b"not an image", "a cat", "is not an image file PIL can read"),
-        ("truncated", "a cat", "cannot be read (image file is truncated"),
-        ("ok", "   ", "the prompt is empty"),
+        (b"not an image", "a cat", [], "is not an image file PIL can read"),
+        ("truncated", "a cat", [], "cannot be read (image file is truncated"),
+        ("ok", "   ", [], "the prompt is empty"),
+        ("folder", "a cat", [], "is a folder: pass the image files in it"),
+        ("ok", "a cat", ["--max-batch", "0"], "--max-batch (images per verifier call) must be a whole number >= 1"),
+        ("ok", "a cat", ["--pairwise", "--top-k=-1"], "--top-k (images that play the tournament) must be a whole"),
     ],
 )
-def test_score_refuses_bad_files_and_prompts(tmp_path, capsys, content, prompt, message):
+def test_score_refuses_bad_files_and_prompts(tmp_path, capsys, content, prompt, extra, message):
     path = tmp_path / "image.png"
-    if content in ("truncated", "ok"):
+    if content == "folder":
+        path.mkdir()
+    elif content in ("truncated", "ok"):
         from PIL import Image
 
         Image.effect_noise((64, 64), 64).convert("RGB").save(path)
@@ -152,7 +207,8 @@ def test_score_refuses_bad_files_and_prompts(tmp_path, capsys, content, prompt, 
             path.write_bytes(path.read_bytes()[:-40])
     else:
         path.write_bytes(content)
-    err = one_line_error(capsys, main(["score", str(path), "--verifier", "./no/such/vlm", "--prompt", prompt]))
+    # The verifier folder does not exist: every one of these is refused before it is looked at.
+    err = one_line_error(capsys, main(["score", str(path), "--verifier", "./no/such/vlm", "--prompt", prompt, *extra]))
     assert message in err
 
 
@@ -170,7 +226,7 @@ def test_non_finite_verifier_scores_name_the_verifier(pipe, tmp_path):
     def nan_verifier(images, prompt):
         return torch.full((len(images),), float("nan"))
 
-    with pytest.raises(UserError, match="the verifier function returned non-finite scores"):
+    with pytest.raises(UserError, match="the verifier nan_verifier returned non-finite scores"):
         search(pipe, "a cat", verifier=nan_verifier, strategy="bon", n=2, out=tmp_path / "run", **SMALL)
     assert list(tmp_path.iterdir()) == []
 
@@ -213,6 +269,8 @@ BAD = {
     "max_batch": st.one_of(st.integers(max_value=0), st.floats()),
     "budget": st.one_of(st.integers(max_value=0), st.just(math.nan), st.text(alphabet="abc-. ", min_size=1,
                                                                                 max_size=5), st.just("1000000x")),
+    "negative_prompt": st.one_of(st.integers(), st.binary(max_size=3), st.lists(st.just("dark"), max_size=2)),
+    "verify_batch": st.one_of(st.integers(max_value=0), st.floats(), st.booleans()),
 }
 _PIPE = None
 
@@ -244,7 +302,8 @@ CLI_BAD = {
     "--steps": st.integers(max_value=0).map(str),
     "--guidance": st.sampled_from(["nan", "inf", "-inf", "-1"]),
     "--height": st.integers(1, 300).filter(lambda v: v % 4).map(str),
-    "--width": st.integers(-50, 0).map(str),
+    "--width": st.one_of(st.integers(-50, 0), st.integers(16385, 10**9)).map(str),
+    "--delta-f": st.sampled_from(["nan", "inf", "-inf", "0", "-1"]),
     "--seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64)).map(str),
     "--max-batch": st.integers(max_value=0).map(str),
     "--budget": st.one_of(st.integers(257, 10**9).map(lambda v: f"{v}x"), st.text("abz!", min_size=1, max_size=4)),

@@ -52,6 +52,16 @@ def _search(pipe, out, **kw):
         ({"budget": 0}, "budget must be at least 1"),
         ({"strategy": "bon", "budget": "1000000x"}, r"above the ceiling of 2048 \(256x\).*at least 8000000"),
         ({"strategy": "bon", "n": 300}, r"above the ceiling.*raise the ceiling to at least 2400"),
+        ({"negative_prompt": 5}, r"the negative prompt must be text \(str\) or None, got int 5"),
+        ({"verify_batch": 0}, r"verify_batch \(images per verifier call\) must be a whole number >= 1, got 0"),
+        ({"verify_batch": -1}, r"verify_batch \(images per verifier call\) must be a whole number >= 1"),
+        ({"height": 2**20}, "height 1048576 is above 16384 pixels"),
+        ({"strategy": "bon", "n": 2.5}, "strategy 'bon': n must be a whole number, got 2.5"),
+        ({"strategy": "sop", "delta_f": float("nan")}, "strategy 'sop': delta_f must be a finite number, got nan"),
+        ({"strategy": "sop", "widen": float("inf")}, "strategy 'sop': widen must be a finite number, got inf"),
+        ({"strategy": "fk", "lam": float("nan")}, "strategy 'fk': lam must be a finite number"),
+        ({"strategy": "fk", "lam": -1.0}, "lam must be >= 0"),
+        ({"strategy": "prune", "prune_at": (0.3, float("nan"))}, "prune_at must be a list of finite numbers"),
     ],
 )
 def test_bad_settings_fail_before_work(pipe, tmp_path, kwargs, match):
@@ -71,8 +81,16 @@ def test_unsupported_pipeline_and_scheduler(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_non_finite_latents_leave_no_run_directory(pipe, tmp_path, monkeypatch):
-    broken = tiny_sd()
+@pytest.mark.parametrize(
+    "dtype, hint",
+    [
+        (torch.float32, "lower the guidance scale"),
+        (torch.float16, "float16 overflows easily: try bfloat16 or float32"),
+        (torch.bfloat16, "lower the guidance scale"),
+    ],
+)
+def test_non_finite_latents_leave_no_run_directory(tmp_path, monkeypatch, dtype, hint):
+    broken = tiny_sd().to(dtype=dtype)
     real_forward = broken.unet.forward
 
     def nan_forward(*args, **kwargs):
@@ -80,7 +98,8 @@ def test_non_finite_latents_leave_no_run_directory(pipe, tmp_path, monkeypatch):
         return (out[0] * float("nan"),)
 
     monkeypatch.setattr(broken.unet, "forward", nan_forward)
-    with pytest.raises(FloatingPointError, match=r"non-finite latents.*\(torch.float32\); lower the guidance scale"):
+    # The hint names the dtype the run used, and float16's overflow only when the run is float16.
+    with pytest.raises(FloatingPointError, match=rf"non-finite latents.*\({dtype}\); {hint}"):
         _search(broken, tmp_path / "run", strategy="bon", n=2)
     assert list(tmp_path.iterdir()) == []
 

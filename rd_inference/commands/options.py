@@ -11,7 +11,10 @@ from typing import Any
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (e.g. 0.3,0.6), got {text!r}") from None
 
 
 def _overlap(text: str) -> bool | str:
@@ -29,7 +32,12 @@ def _bool(text: str) -> bool:
 
 
 def _max_batch(text: str) -> int | str:
-    return "auto" if text.strip().lower() == "auto" else int(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
 def strategy_flags() -> dict[str, tuple[str, type]]:
@@ -135,19 +143,26 @@ def search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = ()) -> None:
     """Everything about the options that can be checked before a model loads: numbers in range, sizes on
     the model's latent grid (read from its configs when it is a local folder), devices that exist, model
-    and verifier folders that hold safetensors, budgets and ceilings that parse."""
+    and verifier folders that hold safetensors, strategy settings of the right kind and range, budgets and
+    ceilings that parse."""
     from .. import checks
     from ..budget import check_ceiling_early, parse_budget
-    from ..pipelines import EMBEDDED_PIPELINE
+    from ..pipelines import EMBEDDED_PIPELINE, model_defaults
 
     for seed in seeds:
         checks.check_seed(seed)
     checks.check_steps(args.steps)
     checks.check_guidance(args.guidance)
     checks.check_max_batch(args.max_batch)
+    if args.final_pick == "tournament":
+        checks.check_count("--tournament-k", args.tournament_k, "images that play the tournament")
     if args.model is not None:
         checks.check_pipeline_source(args.model)
     model = args.model or str(EMBEDDED_PIPELINE)
+    from ..strategies import get_strategy
+
+    strategy = get_strategy(args.strategy)  # its settings: of the kind and in the range it takes
+    strategy.validate({**strategy.defaults, **strategy_params(args, model_defaults(model))})
     factor = checks.size_factor(model) if checks.looks_local(model) else None
     for name in ("height", "width"):
         # Every supported family works on a grid of at least 8 pixels; the exact one is checked on load.

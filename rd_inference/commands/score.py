@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checks import (
         UserError,
+        check_count,
         check_device,
         check_image_file,
         check_prompt,
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     # Every input is checked (images opened completely) before the verifier loads.
     check_prompt(args.prompt)
     images = [check_image_file(p) for p in args.images]
+    check_count("--max-batch", args.max_batch, "images per verifier call")
+    check_count("--top-k", args.top_k, "images that play the tournament")
     parts = parse_verifier(args.verifier)
     check_device(args.device)
     if len(parts) > 1 or parts[0][0] != "vlm":

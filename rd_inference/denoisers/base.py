@@ -16,7 +16,15 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..checks import NonFiniteError, check_guidance, check_max_batch, check_prompt, check_size, check_steps
+from ..checks import (
+    NonFiniteError,
+    check_guidance,
+    check_max_batch,
+    check_negative_prompt,
+    check_prompt,
+    check_size,
+    check_steps,
+)
 from ..ledger import Ledger
 from ..schedule import Schedule
 
@@ -174,6 +182,7 @@ class Denoiser(ChunkedDenoiser):
         ledger: Ledger | None = None,
     ):
         check_prompt(prompt)
+        check_negative_prompt(negative_prompt)
         max_batch = check_max_batch(max_batch)
         steps, guidance_scale = check_steps(steps), check_guidance(guidance_scale)
         self.pipe = pipe

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
+from ..checks import check_setting
 from . import beam, best_of_n, evolutionary, particles, prune, search_over_paths, zero_order
 from .context import NodeReached, SearchContext
 
@@ -40,6 +41,8 @@ class Strategy:
                 f"unknown setting(s) {sorted(unknown)} for strategy {self.name!r}; "
                 f"it takes {sorted(self.module.DEFAULTS)}"
             )
+        for name, value in params.items():
+            check_setting(self.name, name, value, self.module.DEFAULTS[name])
         self.module.validate(**params)
 
 

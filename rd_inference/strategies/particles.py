@@ -97,6 +97,8 @@ def validate(particles=4, potential="max", lam=10.0, every=5, resample="systemat
         raise ValueError(f"ess must be in (0, 1] (resample when ESS < ess * particles), got {ess}")
     if int(every) < 1:
         raise ValueError(f"every must be >= 1 step between resamplings, got {every}")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0 (0: no steering; larger: the verifier's preference weighs more), got {lam}")
     if not 0.0 < eta <= 1.0:
         raise ValueError(f"eta must be in (0, 1]: particles need stochastic steps to diverge, got {eta}")
 
