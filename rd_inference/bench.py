@@ -142,7 +142,7 @@ def run_cell(pipe, verifier, method: str, budget: int, pairs: Sequence[tuple[str
 
 def run_bench(pipe, verifier, pairs: Sequence[tuple[str, int]], *, methods: str | Sequence[str],
               budgets: Sequence[int], steps: int, guidance: float, settings: dict | None = None,
-              check: Callable | None = None, records: Path | None = None,
+              check: Callable | None = None, records: Path | None = None, hack_threshold: float = 0.5,
               log: Callable[[str], None] = print) -> list[Cell]:
     """Every method at every budget (a single sample at 1x only) on the same (prompt, seed) pairs."""
     methods = resolve_methods(methods)
@@ -154,7 +154,7 @@ def run_bench(pipe, verifier, pairs: Sequence[tuple[str, int]], *, methods: str 
             t0 = time.perf_counter()
             record = records / f"{method}@{budget}x.jsonl" if records is not None else None
             cell = run_cell(pipe, verifier, method, budget, pairs, steps=steps, guidance=guidance,
-                            settings=settings, check=check, record=record)
+                            settings=settings, check=check, record=record, hack_threshold=hack_threshold)
             if cell is None:
                 log(f"{method:>6} {budget:>3}x  does not fit this budget")
                 continue

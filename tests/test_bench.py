@@ -148,3 +148,20 @@ def test_per_task_table_compares_with_best_of_n_on_each_tasks_pairs():
     assert "| counting (4) | position (4) |" in table
     assert "| sop | 8x | 75.0 (+25.0; 1:0) | 0.0 (-50.0; 0:2) |" in table
     assert "| bon | 8x | 50.0 | 50.0 |" in table
+
+
+def test_the_verifier_is_named_by_kind_and_resolved_folders_in_the_records(tmp_path):
+    # A bare VLM folder keeps the name records had before other kinds existed; kinds and ensembles are
+    # named with each local folder resolved and the ensemble's aggregation, so mixed runs never resume.
+    from rd_inference.commands.bench import _verifier_identity
+
+    vlm, clip = tmp_path / "vlm", tmp_path / "clip"
+    for folder in (vlm, clip):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"")
+    assert _verifier_identity(str(vlm), "mean") == (str(vlm.resolve()), [vlm])
+    name, folders = _verifier_identity(f"vlm:{vlm}+clip:{clip}@0.5", "rank")
+    assert name == f"vlm:{vlm.resolve()}@1+clip:{clip.resolve()}@0.5 (rank)" and folders == [vlm, clip]
+    assert _verifier_identity(f"vlm:{vlm}+clip:{clip}@0.5", "mean")[0] != name
+    assert _verifier_identity("brightness", "mean") == ("brightness:@1", [])

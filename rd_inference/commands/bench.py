@@ -24,7 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", choices=("v1", "v2"), default=None,
                    help="toy world whose eval split and oracle to use (default: the world of --model)")
     p.add_argument("--model", default=None, help="toy pipeline folder (default: the embedded one)")
-    p.add_argument("--verifier", default=None, help="toy VLM folder (default: the embedded one)")
+    p.add_argument("--verifier", default=None,
+                   help="toy VLM folder (default: the embedded one), or any --verifier of rd-tts generate: "
+                        "clip:FOLDER for the toy CLIP scorer, A+B for an ensemble")
+    p.add_argument("--ensemble", choices=["mean", "rank"], default="mean",
+                   help="how an ensemble (verifiers joined by '+') combines scores")
+    p.add_argument("--hack-threshold", type=float, default=0.5,
+                   help="a pick scored at least this that fails the oracle counts as reward hacking (0.5 suits "
+                        "a yes-token probability; for a scalar scorer use its own decision threshold)")
     p.add_argument("--prompts", default=None, help="evaluation prompts, one a line (default: the eval split)")
     # 4 (72 pairs with 3 seeds), not 5: on world v2 the five-method default at 5 per task took 20.8 min on
     # the 2-core machine (partly shared), over the 15-minute goal.
@@ -76,6 +83,20 @@ def _world_of(model_dir: Path) -> str:
     return "v2" if cfg.is_file() and json.loads(cfg.read_text()).get("sample_size") == 48 else "v1"
 
 
+def _verifier_identity(spec: str, aggregation: str) -> tuple[str, list[Path]]:
+    """The verifier as the records' fingerprint names it, and its local folders. A bare folder is its
+    resolved path (as records made before other kinds existed name it); anything else is the spec with
+    each local folder resolved, plus the ensemble's aggregation."""
+    from ..verifier_loading import parse_verifier
+
+    parts = parse_verifier(spec)
+    folders = [Path(t) for _, t, _ in parts if t and Path(t).is_dir()]
+    if len(parts) == 1 and parts[0][0] == "vlm" and folders:
+        return str(folders[0].resolve()), folders
+    named = "+".join(f"{k}:{Path(t).resolve() if t and Path(t).is_dir() else t}@{w:g}" for k, t, w in parts)
+    return (f"{named} ({aggregation})" if len(parts) > 1 else named), folders
+
+
 def _check_records(records: Path, fingerprint: dict) -> None:
     """Refuse to resume records made with other settings (they would be mixed into the new run)."""
     meta = records / "fingerprint.json"
@@ -97,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model else default_model_path()
-    verifier_dir = Path(args.verifier) if args.verifier else default_verifier_path()
+    verifier_spec = args.verifier or str(default_verifier_path())
+    verifier_name, verifier_dirs = _verifier_identity(verifier_spec, args.ensemble)
     world = get_world(args.world or _world_of(model_dir))
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.prompts:
@@ -109,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         per_task = 1 if args.quick else FULL_PER_TASK if args.full else args.per_task
         pairs = balanced_pairs({t: world.prompts("eval", t) for t in world.tasks}, per_task, seeds)
         eval_prompts = list(dict.fromkeys(p for p, _ in pairs))
-    check_disjoint(eval_prompts, seen_prompts(model_dir, verifier_dir, world=world.name))
+    check_disjoint(eval_prompts, seen_prompts(model_dir, *verifier_dirs, world=world.name))
     # 8x, not 4x: the smallest Search over Paths run with the tuned settings costs about 4.6 samples.
     budgets = [1, 8] if args.quick else [int(b) for b in args.budgets.split(",")]
     methods = ["one", "bon", "sop"] if args.quick else resolve_methods(args.methods)
@@ -117,21 +139,22 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or defaults.get("steps") or (10 if args.quick else 20)
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
     pipe = load_pipeline(model_dir, device="cpu")
-    verifier = load_verifier(str(verifier_dir), device="cpu")
+    verifier = load_verifier(verifier_spec, device="cpu", aggregation=args.ensemble)
     out = Path(args.out)
     # Finished pairs are recorded beside --out while the run goes (so --out is complete or absent) and
     # moved into it at the end; a run started again with the same --out picks them up.
     records = out.parent / f".{out.name}.records"
     if (out / "records").is_dir() and not records.exists():
         shutil.copytree(out / "records", records)
-    _check_records(records, {"model": str(model_dir.resolve()), "verifier": str(verifier_dir.resolve()),
+    _check_records(records, {"model": str(model_dir.resolve()), "verifier": verifier_name,
                              "steps": steps, "guidance": guidance, "settings": defaults.get("strategies", {})})
     cells = run_bench(pipe, verifier, pairs, methods=methods, budgets=budgets, steps=steps, guidance=guidance,
-                      settings=defaults.get("strategies"), check=world.check, records=records)
+                      settings=defaults.get("strategies"), check=world.check, records=records,
+                      hack_threshold=args.hack_threshold)
     tasks = [world.parse(p).skill for p, _ in pairs]
     meta = {"world": world.name, "pairs": pairs, "tasks": tasks, "seeds": seeds, "steps": steps,
             "guidance": guidance, "methods": methods, "budgets": budgets, "model": str(model_dir),
-            "verifier": str(verifier_dir), "settings": defaults.get("strategies", {}), "quick": args.quick,
+            "verifier": verifier_spec, "settings": defaults.get("strategies", {}), "quick": args.quick,
             "full": args.full}
     write_outputs(cells, out, meta)
     shutil.rmtree(out / "records", ignore_errors=True)
