@@ -111,8 +111,9 @@ def search(
     GPU than the diffusion model. ``final_pick="tournament"`` replaces the pointwise pick by
     a pairwise round robin over the ``tournament_k`` best finished images (needs ``verifier.compare``).
     A search planned to spend more than ``max_nfe`` forwards (default 256 single samples' worth; ``None``
-    for no ceiling) is refused before it starts. ``on_plan(plan)`` is called before the search with its
-    forwards, decodes, verified images and a rough time from a short calibration; it may raise to cancel.
+    or 0 for no ceiling, as ``--max-forwards 0`` on the command line) is refused before it starts.
+    ``on_plan(plan)`` is called before the search with its forwards, decodes, verified images and a rough
+    time from a short calibration; it may raise to cancel.
 
     Example:
         >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")

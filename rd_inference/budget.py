@@ -11,12 +11,22 @@ from .checks import UserError
 DEFAULT_MAX_NFE = "256x"  # the ceiling when none is given: 256 single samples' worth of forwards
 
 
+NO_CEILING = ("none", "off", "0")  # typed in a face; None and 0 mean the same in the API
+
+
 def ceiling_from_text(text: str | None) -> str | None:
     """A ceiling typed in a face: empty -> the default, ``none``/``off``/``0`` -> no ceiling, else the text."""
     text = (text or "").strip()
     if not text:
         return DEFAULT_MAX_NFE
-    return None if text.lower() in ("none", "off", "0") else text
+    return None if text.lower() in NO_CEILING else text
+
+
+def no_ceiling(max_nfe: int | str | None) -> bool:
+    """``None``, ``0`` or ``"none"``/``"off"``/``"0"``: no ceiling, in the API as on the command line."""
+    if isinstance(max_nfe, str):
+        return max_nfe.strip().lower() in NO_CEILING
+    return max_nfe is None or (isinstance(max_nfe, numbers.Real) and not isinstance(max_nfe, bool) and max_nfe == 0)
 
 
 def parse_budget(budget: int | str, one_sample_nfe: int) -> int:
@@ -38,8 +48,8 @@ def parse_budget(budget: int | str, one_sample_nfe: int) -> int:
 
 
 def check_ceiling(nfe: int, max_nfe: int | str | None, one_sample: int) -> None:
-    """Refuse a search that would spend more than ``max_nfe`` forwards (``None`` = no ceiling)."""
-    if max_nfe is None:
+    """Refuse a search that would spend more than ``max_nfe`` forwards (``None`` or 0 = no ceiling)."""
+    if no_ceiling(max_nfe):
         return
     ceiling = parse_budget(max_nfe, one_sample)
     if nfe > ceiling:
@@ -56,7 +66,7 @@ def check_ceiling_early(budget: int | str | None, max_nfe: int | str | None) -> 
     def multiple(v) -> bool:
         return isinstance(v, str) and "x" in v
 
-    if budget is None or max_nfe is None or multiple(budget) != multiple(max_nfe):
+    if budget is None or no_ceiling(max_nfe) or multiple(budget) != multiple(max_nfe):
         return
     if parse_budget(budget, 1) > parse_budget(max_nfe, 1):
         raise UserError(f"budget {budget} is above the ceiling of {max_nfe}: lower the budget, "

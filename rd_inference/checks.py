@@ -228,6 +228,23 @@ def check_verifier_source(spec: str) -> None:
     check_weights_folder(folder, "verifier")
 
 
+def check_criteria(spec, what: str = "--criteria", *, pairwise: bool = False):
+    """Verifier criteria (built-in names with optional ``:weight``, criteria files, mappings) resolve, read
+    without loading any model; ``None`` means the default. Returns the resolved criteria (or None)."""
+    if spec is None:
+        return None
+    from .criteria import builtin_criteria, builtin_pairwise, resolve_criteria
+
+    try:
+        return resolve_criteria(spec, pairwise=pairwise)
+    except FileNotFoundError as exc:
+        names = ", ".join(sorted(builtin_pairwise() if pairwise else builtin_criteria()))
+        raise UserError(f"{what} {spec!r}: {first_line(exc)}; pass an existing .json/.toml criteria file or "
+                        f"built-in names ({names})") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{what} {spec!r}: {first_line(exc)}") from None
+
+
 def size_factor(folder: str | os.PathLike) -> int | None:
     """Pixels per latent cell of a local diffusers folder, read from its configs without loading it:
     the VAE's downsampling (2 ** (blocks - 1)), twice that for SD3/FLUX whose transformers patch 2x2."""
@@ -260,11 +277,12 @@ def check_image_file(path: str | os.PathLike):
         raise UserError(f"image {path} cannot be read ({exc}): is it truncated or damaged?") from None
 
 
-def check_scores(scores, n: int, verifier) -> None:
-    """A verifier must return ``n`` finite scores; a NaN would silently never (or always) be chosen."""
+def check_scores(scores, n: int, verifier, *, name: str | None = None) -> None:
+    """A verifier must return ``n`` finite scores; a NaN would silently never (or always) be chosen.
+    ``name`` says which verifier (default: a function's own name or the class's)."""
     import torch
 
-    name = getattr(verifier, "__name__", None) or type(verifier).__name__  # a function's own name
+    name = name or getattr(verifier, "__name__", None) or type(verifier).__name__
     if scores.shape[0] != n:
         raise ValueError(f"the verifier {name} returned {scores.shape[0]} scores for {n} images")
     if not torch.isfinite(scores).all():

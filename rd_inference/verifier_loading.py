@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
-from .checks import UserError, check_verifier_source, first_line
+from .checks import UserError, check_criteria, check_verifier_source, first_line
 from .verifiers import BrightnessVerifier, ColorVerifier, Verifier
 
 
@@ -26,6 +28,8 @@ KINDS = {
     "color": "R,G,B in [0,1]: closeness of the mean colour (tests, sanity checks)",
     "brightness": "mean brightness (no target; tests, sanity checks)",
 }
+# Kinds whose verifier compares two images (``compare()``), which --final-pick tournament needs.
+PAIRWISE_KINDS = ("vlm",)
 VERIFIER_HELP = ("a verifier as KIND:TARGET, or several joined by '+' (an ensemble; '@W' after one weights it): "
                  + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
                  + ". A bare folder or hub id is a VLM. Default: the embedded toy VLM")
@@ -50,6 +54,9 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
             kind, target = "brightness", ""
         elif not part or (kind in KINDS and colon and not target):
             raise UserError(f"empty verifier in {spec!r}: write KIND:TARGET, e.g. clip:PATH or vlm:PATH")
+        elif colon and kind not in KINDS and _looks_like_kind(kind, part):
+            raise UserError(f"unknown verifier kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}. Write "
+                            "KIND:TARGET (e.g. clip:PATH, vlm:org/name), or a bare VLM folder or hub id")
         elif kind not in KINDS or not colon:
             kind, target = "vlm", part
         if kind in ("vlm", "clip", "pickscore"):
@@ -65,6 +72,30 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
     return parts
 
 
+def _looks_like_kind(kind: str, part: str) -> bool:
+    """``foo:bar`` names a kind: a word of two or more letters, digits, '_' or '-' before the colon (one
+    letter is a Windows drive, ``C:\\models``), unless ``part`` is a path that exists (an existing folder
+    with ':' in its name is a VLM folder)."""
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]+", kind)) and not os.path.exists(os.path.expanduser(part))
+
+
+def supports_pairwise(spec: str | None) -> bool:
+    """Whether the verifier ``spec`` names compares pairs of images (``compare()``), from its kind alone:
+    one member of a kind in ``PAIRWISE_KINDS``; None is the embedded toy VLM, which does."""
+    if spec is None:
+        return True
+    parts = parse_verifier(spec)
+    return len(parts) == 1 and parts[0][0] in PAIRWISE_KINDS
+
+
+def check_pairwise(spec: str | None, what: str = "--final-pick tournament") -> None:
+    """Refuse, before anything loads, a pairwise pick with a verifier whose kind cannot compare pairs."""
+    if not supports_pairwise(spec):
+        raise UserError(f"{what} needs a verifier that compares two images (one of kind {', '.join(PAIRWISE_KINDS)}: "
+                        f"vlm:PATH or a bare VLM folder or hub id); --verifier {spec} cannot: use --final-pick "
+                        "score, or a VLM verifier")
+
+
 def load_verifier(spec: str | None, *, device: str | None = None, quantization: str | None = None,
                   criteria: str | None = None, offload: bool = False, attention: str | None = None,
                   compile: bool = False, aggregation: str = "mean") -> Verifier:
@@ -76,6 +107,7 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
     if spec is None:
         spec = str(default_verifier_path())
     parts = parse_verifier(spec)
+    check_criteria(criteria, "criteria")  # read before any member loads
     vlm = {"device": device, "quantization": quantization, "criteria": criteria, "offload": offload,
            "attention": attention, "compile": compile}
     members = [_load_one(kind, target, vlm) for kind, target, _ in parts]

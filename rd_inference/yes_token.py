@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .checks import check_criteria
 from .criteria import AGGREGATIONS, Criterion, aggregate, resolve_criteria
 from .images import ImageBatch, to_pil
 from .verifiers.prefix_cache import PrefixCache, chunks_of, groups_of
@@ -182,6 +183,9 @@ class YesTokenVerifier:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         if offload and device_map is not None:
             raise ValueError("offload moves the whole model to one device; pass device=..., not device_map")
+        # Criteria are read (names, files) before the weights load: a typo fails in a second, not a minute.
+        criteria = check_criteria(criteria, "criteria")
+        pairwise_criteria = check_criteria(pairwise_criteria, "pairwise_criteria", pairwise=True)
         device = torch.device(device if device is not None else _default_device())
         model, processor, settings, full_precision_bytes = load_vlm(
             path_or_id, quantization=quantization, dtype=dtype, device=device, device_map=device_map,

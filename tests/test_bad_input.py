@@ -71,6 +71,15 @@ def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
         (["--strategy", "fk", "--lam=-1"], "lam must be >= 0"),
         (["--strategy", "evo", "--levels", "0,nan"], "strategy 'evo': levels must be a list of finite numbers"),
         (["--final-pick", "tournament", "--tournament-k=0"], "--tournament-k (images that play the tournament) must"),
+        (["--verifier", "foo:bar"], "unknown verifier kind 'foo' in 'foo:bar'; known: vlm, clip, pickscore, aesthetic"),
+        (["--criteria", "missing.json"], ("--criteria 'missing.json': criteria file not found: missing.json; pass an "
+                                          "existing .json/.toml criteria file or built-in names (aesthetics, alignment")),
+        (["--criteria", "alignment,beuaty"], "--criteria 'alignment,beuaty': unknown pointwise criterion 'beuaty'; known"),
+        (["--final-pick", "tournament", "--verifier", "brightness"],
+         ("--final-pick tournament needs a verifier that compares two images (one of kind vlm: vlm:PATH or a bare VLM "
+          "folder or hub id); --verifier brightness cannot: use --final-pick score, or a VLM verifier")),
+        (["--final-pick", "tournament", "--verifier", "clip:org/clip"], "--verifier clip:org/clip cannot: use"),
+        (["--final-pick", "tournament", "--verifier", "org/vlm+org/vlm2"], "--verifier org/vlm+org/vlm2 cannot: use"),
     ],
 )
 def test_generate_refuses_before_loading(tmp_path, capsys, monkeypatch, extra, message):
@@ -220,6 +229,74 @@ def test_batch_with_a_budget_too_small_leaves_nothing(model_dir, tmp_path, capsy
                  "--budget", "1x", "--no-progress", *SMALL_ARGS])
     assert "too small for strategy 'sop'" in one_line_error(capsys, code, loaded=True)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--criteria", "missing.json"], "--criteria 'missing.json': criteria file not found: missing.json"),
+        (["--final-pick", "tournament", "--verifier", "brightness"], "--final-pick tournament needs a verifier that"),
+        (["--verifier", "hf:org/vlm"], "unknown verifier kind 'hf' in 'hf:org/vlm'"),
+    ],
+)
+def test_batch_refuses_verifier_options_before_loading(tmp_path, capsys, monkeypatch, extra, message):
+    from rd_inference import pipelines, verifier_loading
+
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(verifier_loading, "load_verifier", lambda *a, **k: pytest.fail("the verifier loaded"))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "batch"
+    err = one_line_error(capsys, main(["batch", str(prompts), "--out", str(out), "--no-progress", *extra]))
+    assert message in err and not out.exists()
+
+
+def test_score_refuses_missing_criteria_before_the_vlm_loads(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from rd_inference import yes_token
+
+    monkeypatch.setattr(yes_token, "load_vlm", lambda *a, **k: pytest.fail("the VLM loaded"))
+    path = tmp_path / "image.png"
+    Image.new("RGB", (16, 16)).save(path)
+    err = one_line_error(capsys, main(["score", str(path), "--verifier", "org/vlm", "--prompt", "a cat",
+                                       "--criteria", "missing.json"]))
+    assert "--criteria 'missing.json': criteria file not found: missing.json; pass an existing" in err
+
+
+def test_api_reads_criteria_before_loading(monkeypatch):
+    from rd_inference import yes_token
+    from rd_inference.verifier_loading import load_verifier
+    from rd_inference.verifiers.clip import ClipScoreVerifier
+
+    monkeypatch.setattr(yes_token, "load_vlm", lambda *a, **k: pytest.fail("the VLM loaded"))
+    monkeypatch.setattr(ClipScoreVerifier, "_ensure_loaded", lambda self: pytest.fail("the CLIP loaded"))
+    with pytest.raises(UserError, match="criteria 'missing.json': criteria file not found: missing.json"):
+        yes_token.YesTokenVerifier.from_pretrained("org/vlm", criteria="missing.json")
+    with pytest.raises(UserError, match="pairwise_criteria 'nope': unknown pairwise criterion 'nope'"):
+        yes_token.YesTokenVerifier.from_pretrained("org/vlm", pairwise_criteria="nope")
+    with pytest.raises(UserError, match="criteria 'missing.json': criteria file not found"):
+        load_verifier("clip:org/clip+vlm:org/vlm", criteria="missing.json")  # the CLIP would load first
+
+
+def test_no_ceiling_is_0_or_none_in_every_face(pipe, model_dir, tmp_path, capsys):
+    from rd_inference.budget import ceiling_from_text
+
+    big = {"strategy": "bon", "budget": "300x", **SMALL}
+    with pytest.raises(UserError, match="above the ceiling"):
+        plan_search(pipe, "a cat", **big)
+    for no_ceiling in (0, None, "none", "off", "0"):
+        assert plan_search(pipe, "a cat", max_nfe=no_ceiling, **big).forwards == 2400
+    assert [ceiling_from_text(t) for t in ("0", "none", "OFF", "", "64x")] == [None, None, None, "256x", "64x"]
+    argv = ["generate", "a cat", "--model", str(model_dir), *SMALL_ARGS, "--strategy", "bon", "--budget", "300x",
+            "--plan", "--out", str(tmp_path / "run")]
+    assert main([*argv, "--max-forwards", "0"]) == 0
+    assert "plan: bon, 2400 denoiser forwards" in capsys.readouterr().out
+    assert "above the ceiling" in one_line_error(capsys, main(argv), loaded=True)
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "0, 'none' or 'off' for no ceiling" in " ".join(capsys.readouterr().out.split())
+    assert not (tmp_path / "run").exists()
 
 
 def test_non_finite_verifier_scores_name_the_verifier(pipe, tmp_path):

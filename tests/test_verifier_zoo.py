@@ -4,6 +4,7 @@ and one KIND:TARGET naming for every face. A tiny CLIP built from configs stands
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -91,9 +92,13 @@ def test_a_search_with_a_mixed_ensemble_regenerates(clip_dir, tmp_path):
     ("brightness@-1", "must be a positive number"),
     ("clip:./no/such/clip", "verifier folder ./no/such/clip does not exist"),
     ("brightness+pickscore:./nope", "verifier folder ./nope does not exist"),
+    ("foo:bar", ("unknown verifier kind 'foo' in 'foo:bar'; known: vlm, clip, pickscore, aesthetic, openai, color, "
+                 "brightness. Write KIND:TARGET (e.g. clip:PATH, vlm:org/name), or a bare VLM folder or hub id")),
+    ("brightness+CLIP:org/clip@2", "unknown verifier kind 'CLIP' in 'brightness+CLIP:org/clip@2'"),
+    ("http://127.0.0.1:8000#org/vlm", "unknown verifier kind 'http'"),  # a served VLM is openai:URL#MODEL
 ])
 def test_bad_verifier_names_fail_before_loading(spec, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+    with pytest.raises(UserError, match=re.escape(message)):
         parse_verifier(spec)
 
 
@@ -116,3 +121,74 @@ def test_score_command_ranks_images_with_clip(clip_dir, tmp_path, capsys):
     assert lines[0].startswith(f"verifier: clip:{clip_dir}") and len(lines) == 2 + len(files)
     ranked = [float(line.split()[1]) for line in lines[2:]]
     assert ranked == sorted(ranked, reverse=True)
+
+
+def test_paths_and_hub_ids_with_colons_are_still_vlms(tmp_path, monkeypatch):
+    folder = tmp_path / "model:v2"  # an existing folder wins over a kind-like name
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert parse_verifier("model:v2") == [("vlm", "model:v2", 1.0)]
+    assert parse_verifier(f"{folder}@0.5+brightness") == [("vlm", str(folder), 0.5), ("brightness", "", 1.0)]
+    assert parse_verifier("C:\\models\\vlm") == [("vlm", "C:\\models\\vlm", 1.0)]  # a Windows drive, not a kind
+    assert parse_verifier("org/name:rev") == [("vlm", "org/name:rev", 1.0)]
+
+
+def test_pairwise_support_comes_from_the_kind():
+    from rd_inference.verifier_loading import KINDS, PAIRWISE_KINDS, check_pairwise, supports_pairwise
+    from rd_inference.verifiers.aesthetic import AestheticVerifier
+    from rd_inference.verifiers.clip import ClipScoreVerifier
+    from rd_inference.verifiers.remote import RemoteYesTokenVerifier
+    from rd_inference.yes_token import YesTokenVerifier
+
+    # The class each kind loads: a kind is pairwise exactly when its verifier has compare(). A new kind
+    # must be added here, and to PAIRWISE_KINDS if it compares.
+    loads = {"vlm": YesTokenVerifier, "clip": ClipScoreVerifier, "pickscore": ClipScoreVerifier,
+             "aesthetic": AestheticVerifier, "openai": RemoteYesTokenVerifier, "color": ColorVerifier,
+             "brightness": BrightnessVerifier}
+    assert set(loads) == set(KINDS)
+    assert {k for k, cls in loads.items() if callable(getattr(cls, "compare", None))} == set(PAIRWISE_KINDS)
+    assert callable(getattr(EnsembleVerifier, "compare", None)) is False
+    assert supports_pairwise(None) and supports_pairwise("org/vlm") and supports_pairwise("vlm:org/vlm")
+    for spec in ("brightness", "color:1,0,0", "clip:org/clip", "pickscore:org/p", "openai:http://h:1#m",
+                 "org/vlm+brightness"):
+        assert not supports_pairwise(spec)
+        with pytest.raises(UserError, match=re.escape(f"--verifier {spec} cannot: use --final-pick score")):
+            check_pairwise(spec)
+
+
+class NanColor(ColorVerifier):
+    def __call__(self, images, prompt):
+        return super().__call__(images, prompt) * float("nan")
+
+
+def nan_scores(images, prompt):
+    return torch.full((len(images),), float("nan"))
+
+
+def short(images, prompt):
+    return torch.zeros(1)
+
+
+def test_a_non_finite_ensemble_member_is_named(tmp_path):
+    from rd_inference.checks import NonFiniteError
+    from rd_inference.verifiers.clip import ClipScoreVerifier
+    from rd_inference.verifiers.ensemble import member_label
+
+    ensemble = EnsembleVerifier([BrightnessVerifier(), NanColor((1, 0, 0))], [1, 2])
+    with pytest.raises(NonFiniteError, match=r"the verifier color:1,0,0 \(member 2 of 2 of the ensemble\) returned "
+                                             r"non-finite scores \[nan, nan, nan\]: check its weights"):
+        ensemble(images(), PROMPT)
+    with pytest.raises(NonFiniteError, match=r"the verifier nan_scores \(member 1 of 2 of the ensemble\)"):
+        EnsembleVerifier([nan_scores, BrightnessVerifier()], aggregation="rank")(images(), PROMPT)
+    with pytest.raises(ValueError, match=r"the verifier short \(member 2 of 2 of the ensemble\) returned 1 scores "
+                                         "for 3 images"):
+        EnsembleVerifier([BrightnessVerifier(), short])(images(), PROMPT)
+    assert member_label(ClipScoreVerifier("org/clip", device="cpu")) == "clip:org/clip"
+    assert member_label(BrightnessVerifier()) == "brightness"
+    # In a search the error surfaces as is, and nothing is written.
+    with pytest.raises(NonFiniteError, match=r"the verifier color:1,0,0 \(member 2 of 2 of the ensemble\)"):
+        search(tiny_sd(), PROMPT, verifier=ensemble, strategy="bon", n=2, steps=4, height=16, width=16,
+               out=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []

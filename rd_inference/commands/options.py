@@ -102,7 +102,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--max-forwards", default=DEFAULT_MAX_NFE, type=ceiling_from_text, metavar="N",
                    help="refuse a search planned above N denoiser forwards, or a multiple of one sample like "
-                   "256x (the default); 'none' for no ceiling")
+                   "256x (the default); 0, 'none' or 'off' for no ceiling")
     group = p.add_argument_group("strategy settings (each strategy reads its own; see the README)")
     for flag, (name, typ) in strategy_flags().items():
         group.add_argument(flag, dest=name, type=typ, default=None)
@@ -176,6 +176,11 @@ def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = 
         from ..verifier_loading import parse_verifier
 
         parse_verifier(args.verifier)
+    if args.final_pick == "tournament":
+        from ..verifier_loading import check_pairwise
+
+        check_pairwise(args.verifier)  # from the verifier's kind: nothing loads to find out
+    checks.check_criteria(args.criteria)
     if args.budget is not None:
         parse_budget(args.budget, 1)
     if args.max_forwards is not None:

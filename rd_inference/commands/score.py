@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checks import (
         UserError,
         check_count,
+        check_criteria,
         check_device,
         check_image_file,
         check_prompt,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     check_count("--max-batch", args.max_batch, "images per verifier call")
     check_count("--top-k", args.top_k, "images that play the tournament")
     parts = parse_verifier(args.verifier)
+    check_criteria(args.criteria)
     check_device(args.device)
     if len(parts) > 1 or parts[0][0] != "vlm":
         return _score_other(args, images)

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 
-from ..checks import UserError
+from ..checks import UserError, check_scores
 from ..images import ImageBatch
 
 AGGREGATIONS = ("mean", "rank")
@@ -35,6 +36,29 @@ def ranks(scores: torch.Tensor) -> torch.Tensor:
     return r / (n - 1)
 
 
+def member_label(member: Any) -> str:
+    """A member as ``--verifier`` names it (``clip:PATH``, ``vlm:PATH``, ``color:1,0,0``, ``brightness``), from
+    its ``spec()``; else a function's name or the member's repr."""
+    from . import verifier_spec
+
+    try:
+        spec = verifier_spec(member)
+    except (ValueError, TypeError, AttributeError, KeyError):  # a VLM built from objects has no spec
+        spec = None
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec["name"] != "ensemble":
+        kind = "vlm" if spec["name"] == "yes_token" else spec["name"]
+        if kind == "openai":
+            target = f"{spec.get('url')}#{spec.get('model')}"
+        elif "model" in spec:
+            target = str(spec["model"])
+        elif "rgb" in spec:
+            target = ",".join(f"{c:g}" for c in spec["rgb"])
+        else:
+            target = ""
+        return f"{kind}:{target}" if target else kind
+    return getattr(member, "__name__", None) or repr(member)
+
+
 class EnsembleVerifier:
     """``verifier(images, prompt)``: the weighted ``aggregation`` of ``members``' scores."""
 
@@ -51,7 +75,14 @@ class EnsembleVerifier:
         self.weights = [w / total for w in weights]
 
     def __call__(self, images: ImageBatch, prompt: str) -> torch.Tensor:
-        parts = [torch.as_tensor(m(images, prompt), dtype=torch.float32).reshape(-1).cpu() for m in self.members]
+        n = 1 if isinstance(images, Image.Image) else len(images)
+        parts = []
+        for i, member in enumerate(self.members, start=1):
+            part = torch.as_tensor(member(images, prompt), dtype=torch.float32).reshape(-1).cpu()
+            # A member's NaN or short answer is named here; past the sum it would only name the ensemble.
+            check_scores(part, n, member, name=f"{member_label(member)} (member {i} of {len(self.members)} of "
+                                               "the ensemble)")
+            parts.append(part)
         if self.aggregation == "rank":
             parts = [ranks(p) for p in parts]
         return sum(w * p for w, p in zip(self.weights, parts))
