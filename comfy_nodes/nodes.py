@@ -57,8 +57,12 @@ Verifier = io.Custom("VERIFIER")
 
 
 def _prompt_input(default: str = "") -> io.String.Input:
+    # One line, not multiline: the frontend draws a text box without its name and, once the input is linked
+    # (the prompt typed once, in Text Encode (search prompt)), hides the name of a linked widget's dot too, so
+    # a multiline prompt shows as an unlabelled grey box. A one-line widget keeps "prompt" beside its value.
     return io.String.Input(
-        "prompt", multiline=True, default=default, tooltip="What the image should show: the text the verifier checks."
+        "prompt", default=default, tooltip="What the image should show: the text the verifier checks. Link Text "
+        "Encode (search prompt)'s prompt output here to type it once."
     )
 
 
@@ -322,18 +326,22 @@ class SearchKSampler(io.ComfyNode):
                 io.Int.Input("max_batch", default=8, min=1, max=256, tooltip="Paths per model call."),
                 _max_forwards_input(),
                 io.Int.Input("keep", default=0, min=0, max=4096, optional=True,
-                             tooltip="How many images the candidates output holds: the chosen one, then the next "
-                             "best by score (0 = every verified candidate)."),
+                             tooltip="How many images the candidates output holds: the first rows of the ranking, "
+                             "so the chosen image and the best other finished images; x0-predictions of unfinished "
+                             "paths only when fewer images finished (0 = every verified candidate)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
                 io.Image.Output(display_name="image", tooltip="The chosen image, decoded."),
                 io.String.Output(display_name="scores_json", tooltip="The full record: chosen node, forwards "
                                  "spent, every candidate's score, then the configuration."),
-                io.Image.Output(display_name="candidates", tooltip="Every verified candidate, the chosen one "
-                                "first, then by score (the order of the ranking output)."),
-                io.String.Output(display_name="ranking", tooltip="One line per candidate: rank, score, round, "
-                                 "node; the chosen one marked."),
+                io.Image.Output(display_name="candidates", tooltip="Every verified candidate in the order of "
+                                "the ranking output: the chosen image, the other finished images by score, then "
+                                "the x0-predictions scored on unfinished paths."),
+                io.String.Output(display_name="ranking", tooltip="A markdown table (connect a Preview Any node): "
+                                 "rank, score, what was scored (a finished image, or the x0-prediction of a path "
+                                 "still at noise level L, whose score does not compare with a finished one's), "
+                                 "round, node."),
             ],
         )
 
@@ -370,17 +378,50 @@ class SearchKSampler(io.ComfyNode):
                              ranking_text(result, ranked))
 
 
+def finished(result, node_id: int) -> bool:
+    """Whether the node's path reached the clean end of the grid, so its score is a finished image's."""
+    return result.tree[node_id].end == len(result.config["schedule"]["level"]) - 1
+
+
 def ranking(result) -> list[int]:
-    """Verified node ids, the chosen one first, then by score (best first)."""
-    others = sorted((i for i in result.candidates if i != result.node_id), key=lambda i: -result.tree[i].score)
-    return [result.node_id, *others]
+    """Verified node ids in the order the candidates and ranking outputs show them (and ``keep`` cuts).
+
+    The chosen image first, then the other finished images by score, best first. Then the candidates
+    verified before their path finished: a strategy that selects on the way (Search over Paths' rounds,
+    pruning, particles) scores the x0-prediction of a path still at noise level ``level_end`` (beam search
+    a look-ahead from there), a blurrier guess whose score does not compare with a finished image's. They
+    come least noisy first, by score within a level. So ``keep`` K holds finished images only, unless fewer
+    than K finished.
+    """
+    def order(i: int) -> tuple:
+        node = result.tree[i]
+        return not finished(result, i), -node.end, -node.score, i
+
+    return [result.node_id, *sorted((i for i in result.candidates if i != result.node_id), key=order)]
+
+
+UNFINISHED_NOTE = ("x0 at noise L: the clean image predicted from a path still at noise level L (1 pure noise, "
+                   "0 clean), scored before it finished; its score does not compare with a final image's.")
 
 
 def ranking_text(result, ranked: list[int]) -> str:
-    lines = ["rank  score   round  node", *(
-        f"{r:<4d}  {result.tree[i].score:.4f}  {result.tree[i].round:<5d}  {i}{'  (chosen)' if i == result.node_id else ''}"
-        for r, i in enumerate(ranked, start=1))]
-    return "\n".join(lines)
+    """The ranking as a markdown table padded to line up as plain text too (Preview Any renders
+    markdown, which runs plain lines together), and a note on unfinished candidates when there are any."""
+    rows = [("rank", "score", "scored image", "round", "node")]
+    for r, i in enumerate(ranked, start=1):
+        node = result.tree[i]
+        what = "final" if finished(result, i) else f"x0 at noise {node.level_end:.3g}"
+        rows.append((str(r), f"{node.score:.4f}", what + (" (chosen)" if i == result.node_id else ""),
+                     str(node.round), str(i)))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+
+    def line(cells) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + " |"
+
+    table = [line(rows[0]), line("-" * w for w in widths), *(line(row) for row in rows[1:])]
+    if not all(finished(result, i) for i in ranked):
+        table += ["", UNFINISHED_NOTE]
+    return "\n".join(table)
 
 
 class SearchPromptEncode(io.ComfyNode):

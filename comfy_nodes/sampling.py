@@ -83,12 +83,18 @@ class _ScoreThenReload:
         return self.verifier.spec() if callable(getattr(self.verifier, "spec", None)) else None
 
 
-PREVIEW_SIZE = 512  # the longest side of the best-so-far preview on the node
+PREVIEW_SIZE = 512  # the longest side of the preview on the node
+
+
+def _preview(image) -> tuple:
+    """A progress bar preview of a PIL image at most ``PREVIEW_SIZE`` on its longest side. ComfyUI's server
+    fits a preview to the size given, enlarging a small one, and the node labels it with the size it got."""
+    return "JPEG", image, min(PREVIEW_SIZE, max(image.size))
 
 
 class _Progress:
-    """Per-step progress for ComfyUI's progress bar with a preview of the best candidate verified so far,
-    and the place where a cancel request stops the search."""
+    """Per-step progress for ComfyUI's progress bar with a preview of the best candidate verified so far
+    (then of the chosen image), and the place where a cancel request stops the search."""
 
     def __init__(self, scorer: _ScoreThenReload):
         self.bar = None
@@ -99,8 +105,14 @@ class _Progress:
             self.bar = comfy.utils.ProgressBar(total)
             self.scorer.best = None  # what the plan's calibration scored is not a candidate
         best = self.scorer.best
-        self.bar.update_absolute(done, total, None if best is None else ("JPEG", best[1], PREVIEW_SIZE))
+        self.bar.update_absolute(done, total, None if best is None else _preview(best[1]))
         mm.throw_exception_if_processing_interrupted()
+
+    def show_chosen(self, image) -> None:
+        """The chosen image as the node's last preview: the best verified so far may be an x0-prediction
+        of an unfinished path (Search over Paths' earlier rounds), not what the search chose."""
+        bar = self.bar if self.bar is not None else comfy.utils.ProgressBar(1)
+        bar.update_absolute(bar.total, bar.total, _preview(image))
 
 
 def check_settings(prompt: str, strategy: str, params: dict) -> None:
@@ -179,13 +191,14 @@ def search_function(
         )
         seed = extra_args.get("seed")
         scorer = _ScoreThenReload(verifier, guider)
+        progress = _Progress(scorer)
         result = run_search(
             den,
             scorer,
             strategy=strategy,
             budget=budget,
             seed=0 if seed is None else int(seed),
-            progress=_Progress(scorer),
+            progress=progress,
             max_nfe=max_nfe,
             on_plan=lambda plan: log.info("%s", plan.line()),
             **params,
@@ -194,6 +207,7 @@ def search_function(
         if callback is not None:  # ComfyUI's preview and SamplerCustomAdvanced's denoised output
             s = sigmas[-2]
             callback({"x": best, "i": len(sigmas) - 2, "sigma": s, "sigma_hat": s, "denoised": best})
+        progress.show_chosen(result.image)  # after the callback's own preview, so it is the last one
         if on_result is not None:
             on_result(result)
         return best

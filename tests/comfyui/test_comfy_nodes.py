@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
@@ -23,6 +25,12 @@ NODE_IDS = {
 }
 def output(ex, node_id, index):
     return ex.caches.outputs.get(node_id).outputs[index][0]
+
+
+def table_rows(text):
+    """The ranking table's body rows as lists of cells (the header and the |---| line dropped)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def errors(messages):
@@ -62,18 +70,27 @@ def test_search_ksampler_runs_end_to_end_with_progress(executor, progress_calls)
     assert summary["counts"]["nfe"] == planned <= 6 * 6 * 2
     assert candidates.shape[0] == len(summary["candidates"]) and candidates.shape[1:] == (64, 64, 3)
     assert list(summary)[:3] == ["chosen", "counts", "candidates"]  # the config dump comes last
-    rows = [line.split() for line in output(ex, "5", 4).splitlines()[1:]]
-    assert len(rows) == candidates.shape[0] and rows[0][-1] == "(chosen)"
-    assert int(rows[0][3]) == summary["chosen"]["node"]
-    rest = [float(r[1]) for r in rows[1:]]
-    assert rest == sorted(rest, reverse=True)  # then by score, best first
-    # The chosen node's score is the best finished score, and the image shown is the chosen latent's.
-    ours = [(v, t) for v, t, _ in progress_calls if t == planned]
+    rows = table_rows(output(ex, "5", 4))
+    assert len(rows) == candidates.shape[0] and rows[0][2] == "final (chosen)"
+    assert int(rows[0][4]) == summary["chosen"]["node"]
+    # Search over Paths verifies x0-predictions of unfinished paths in its earlier rounds: they come after
+    # every finished image, marked with their noise level.
+    finals = [r for r in rows if r[2].startswith("final")]
+    assert rows[: len(finals)] == finals and len(finals) < len(rows)
+    assert all(r[2].startswith("x0 at noise ") for r in rows[len(finals):])
+    assert [float(r[1]) for r in finals[1:]] == sorted((float(r[1]) for r in finals[1:]), reverse=True)
+    assert torch.allclose(candidates[0], image[0], atol=1 / 255 + 1e-6)  # the batch follows the ranking
     # After the first round is verified, each step previews the best candidate so far on the node.
+    ours = [(v, t) for v, t, _ in progress_calls if t == planned]
     previews = [p for v, t, p in progress_calls if t == planned and p is not None]
-    assert previews and all(p[0] == "JPEG" and p[1].size == (64, 64) for p in previews)
+    assert previews and all(p[0] == "JPEG" and p[1].size == (64, 64) and p[2] == 64 for p in previews)  # not enlarged
     assert len(ours) >= planned // 8 and ours[-1][0] == planned
     assert [v for v, _ in ours] == sorted(v for v, _ in ours)
+    # The last preview is the chosen image (the output), not the best verified so far.
+    value, total, last = progress_calls[-1]
+    assert value == total == planned and last is not None
+    shown = torch.from_numpy(np.array(last[1])).float() / 255
+    assert torch.allclose(shown, image[0], atol=1 / 255 + 1e-6)
 
 
 def test_the_plan_goes_to_the_console_before_the_search(executor, caplog):
@@ -230,8 +247,80 @@ def test_keep_top_k_candidates(executor):
     ok, messages, ex = executor(ksampler_graph(strategy="bon", budget="4x", keep=2))
     assert ok, errors(messages)
     assert output(ex, "5", 3).shape[0] == 2
-    rows = output(ex, "5", 4).splitlines()[1:]
-    assert len(rows) == 4 and rows[0].endswith("(chosen)")  # the ranking still lists all four
+    rows = table_rows(output(ex, "5", 4))
+    assert len(rows) == 4 and rows[0][2] == "final (chosen)"  # the ranking still lists all four
+
+
+def test_keep_top_k_takes_finished_images_of_search_over_paths(executor):
+    ok, messages, ex = executor(ksampler_graph(keep=2))
+    assert ok, errors(messages)
+    candidates, rows = output(ex, "5", 3), table_rows(output(ex, "5", 4))
+    assert candidates.shape[0] == 2 and len(rows) > 2
+    assert [r[2] for r in rows[:2]] == ["final (chosen)", "final"]  # not the earlier rounds' x0-predictions
+    assert torch.allclose(candidates[0], output(ex, "5", 1)[0], atol=1 / 255 + 1e-6)
+
+
+def _result(nodes, chosen, steps=10):
+    """A search result as ranking() reads it: (round, end, level_end, score) per verified node."""
+    from rd_inference.tree import SearchTree
+
+    tree = SearchTree()
+    for r, end, level, score in nodes:
+        tree.add(parent=None, round=r, kind="branch", seed=0, start=0, end=end, level_start=1.0, level_end=level,
+                 score=score)
+    levels = [round(1 - k / steps, 6) for k in range(steps + 1)]
+    return SimpleNamespace(tree=tree, node_id=chosen, candidates={n.id: None for n in tree.nodes},
+                           config={"schedule": {"level": levels}})
+
+
+# As in the example workflow's Search over Paths run: two round-0 paths verified at noise 0.42 and one
+# round-1 path at 0.21 scored higher than the finished images of round 2, whose best (node 3) was chosen.
+SOP_RUN = [(0, 6, 0.42, 0.9309), (0, 6, 0.42, 0.9008), (1, 8, 0.21, 0.8470), (2, 10, 0.0, 0.8793),
+           (2, 10, 0.0, 0.8102), (2, 10, 0.0, 0.8560)]
+
+
+def test_ranking_puts_finished_images_first_then_x0_predictions_least_noisy_first(comfy):
+    nodes = sys.modules[f"{REPO}.comfy_nodes.nodes"]
+    result = _result(SOP_RUN, chosen=3)
+    assert nodes.ranking(result) == [3, 5, 4, 2, 0, 1]
+    assert nodes.ranking(result)[:2] == [3, 5]  # keep=2: finished images only, as there are enough
+    assert nodes.ranking(result)[:4] == [3, 5, 4, 2]  # keep=4: three finished, then the least noisy x0
+    # A tournament may choose a finished image below the best score: it still comes first.
+    assert nodes.ranking(_result(SOP_RUN, chosen=4)) == [4, 3, 5, 2, 0, 1]
+    # Best-of-N: every image finished, by score.
+    assert nodes.ranking(_result([(0, 10, 0.0, s) for s in (0.2, 0.9, 0.5)], chosen=1)) == [1, 2, 0]
+
+
+def test_ranking_text_is_a_markdown_table_that_reads_as_plain_text(comfy):
+    from markdown_it import MarkdownIt
+
+    nodes = sys.modules[f"{REPO}.comfy_nodes.nodes"]
+    result = _result(SOP_RUN, chosen=3)
+    text = nodes.ranking_text(result, nodes.ranking(result))
+    assert text.splitlines()[:8] == [
+        "| rank | score  | scored image     | round | node |",
+        "| ---- | ------ | ---------------- | ----- | ---- |",
+        "| 1    | 0.8793 | final (chosen)   | 2     | 3    |",
+        "| 2    | 0.8560 | final            | 2     | 5    |",
+        "| 3    | 0.8102 | final            | 2     | 4    |",
+        "| 4    | 0.8470 | x0 at noise 0.21 | 1     | 2    |",
+        "| 5    | 0.9309 | x0 at noise 0.42 | 0     | 0    |",
+        "| 6    | 0.9008 | x0 at noise 0.42 | 0     | 1    |",
+    ]
+    assert "its score does not compare with a final image's" in text.splitlines()[-1]
+    # Preview Any renders markdown (markdown-it, with tables): one table, a header and six rows.
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    assert html.count("<table>") == 1 and html.count("<th>") == 5 and html.count("<tr>") == 7
+    # Only finished images: no note under the table.
+    bon = _result([(0, 10, 0.0, s) for s in (0.2, 0.9)], chosen=1)
+    assert nodes.ranking_text(bon, nodes.ranking(bon)).splitlines()[-1].startswith("| 2 ")
+
+
+def test_the_prompt_input_is_a_one_line_widget_with_its_name_shown(comfy):
+    # The frontend draws no name beside a multiline text box, nor beside the dot of a linked widget.
+    for node_id in ("RDSearchKSampler", "RDSearchOverPathsSampler", "RDYesTokenScore"):
+        spec = comfy.nodes.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"]["prompt"]
+        assert spec[0] == "STRING" and not spec[1].get("multiline"), node_id
 
 
 def test_strategy_menu_shows_names_and_takes_old_ids(comfy, executor):
