@@ -9,8 +9,7 @@ starts it). The workflow is loaded into the canvas as it is, except what the toy
 checkpoint loader becomes "Load Toy World Checkpoint" (docs/toyworld_comfy_nodes.py, the embedded
 pipeline), the verifier is the embedded toy VLM (linked into models/vlm), the prompt is a toy world one,
 the latent 96x96 (a 48x48 image, shown 4x by the toy loader's VAE), 10 steps at cfg 4 on the ddim_uniform
-schedule with no negative text (the toy model's own sampling), and a "Preview Any" node shows the ranking
-output. Needs the frontend of ComfyUI 0.3.75:
+schedule with no negative text (the toy model's own sampling). Needs the frontend of ComfyUI 0.3.75:
 
     pip install comfyui-frontend-package==1.32.9
 """
@@ -44,10 +43,10 @@ NOTE = ("The example workflow search_ksampler_sd15.json, run on the embedded toy
         "the toy VLM.\n\n"
         "Type the prompt once, in Text Encode (search prompt). budget '4x' spends four ordinary samples' worth of "
         "model calls; 'candidates' shows every image the verifier scored, the chosen one first, and 'ranking' "
-        "lists them with their scores.")
+        "(in Preview Any) lists them with their scores: finished images first, then the x0-predictions "
+        "scored on the way, which do not compare with them.")
 START_TIMEOUT = 180  # seconds: importing ComfyUI on a busy 2-core machine
 RUN_TIMEOUT = 300
-# Settings a first visit would otherwise ask about (the template browser, the new-user tour).
 # Settings and flags a first visit would otherwise show: the template browser, the new-user tour, the
 # "Nodes 2.0" banner, the minimap over the canvas and the canvas statistics.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
@@ -107,7 +106,6 @@ def comfyui_dir() -> Path:
 def graph() -> dict:
     """The example workflow (UI format) with the toy world's loader, verifier and settings."""
     ui = json.loads(WORKFLOW.read_text())
-    nodes = {n["id"]: n for n in ui["nodes"]}
     by_type = {n["type"]: n for n in ui["nodes"]}
     loader = by_type["CheckpointLoaderSimple"]
     loader.update(type="RDToyWorldCheckpoint", widgets_values=[],
@@ -123,19 +121,6 @@ def graph() -> dict:
     # The toy model's own sampling: 10 steps at cfg 4 from t=901 (DDIM's "leading" spacing). Its cosine
     # schedule puts t=999 at sigma ~20000, where "normal" and "karras" would start and never recover.
     values[5], values[6], values[7] = 10, 4.0, "ddim_uniform"  # steps, cfg, scheduler
-    # "Preview Any" ("Preview as Text" in the server's list) on the ranking output (slot 4), below the candidates.
-    link_id = ui["last_link_id"] + 1
-    text_id = ui["last_node_id"] + 1
-    ui["links"].append([link_id, search["id"], 4, text_id, 0, "STRING"])
-    search["outputs"][4]["links"] = [link_id]
-    to_candidates = search["outputs"][3]["links"][0]
-    candidates = nodes[next(link[3] for link in ui["links"] if link[0] == to_candidates)]
-    ui["nodes"].append({
-        "id": text_id, "type": "PreviewAny", "pos": [candidates["pos"][0], candidates["pos"][1] + 280],
-        "size": [380, 150], "flags": {}, "order": len(ui["nodes"]), "mode": 0,
-        "inputs": [{"name": "source", "type": "*", "link": link_id}], "outputs": [],
-        "properties": {"Node name for S&R": "PreviewAny"}, "widgets_values": []})
-    ui["last_node_id"], ui["last_link_id"] = text_id, link_id
     return ui
 
 
@@ -200,12 +185,6 @@ def shoot(url: str, log: Path, out: Path) -> None:
             page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
             wait_for_run(url, log)
             page.wait_for_timeout(3000)
-            # "Preview Any" renders markdown, which joins the ranking's lines: show them as a code block.
-            page.evaluate("""() => {
-                const node = window.app.graph.nodes.find((n) => n.type === "PreviewAny");
-                const w = node.widgets.find((w) => w.name === "preview");
-                w.value = "```\\n" + w.value + "\\n```";
-            }""")
             page.keyboard.press("Escape")
             page.evaluate(FIT, {"left": 70, "top": 140, "right": 20, "bottom": 60})
             page.mouse.move(VIEWPORT["width"] // 2, VIEWPORT["height"] - 5)  # no hover, no tooltip

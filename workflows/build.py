@@ -36,6 +36,7 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "SaveImage": ([("images", "IMAGE")], []),
     "PreviewImage": ([("images", "IMAGE")], []),
+    "PreviewAny": ([("source", "*")], []),  # "Preview Any" (the server names it "Preview as Text"): markdown
     "Note": ([], []),
     "RDLoadVLMVerifier": ([], [("verifier", "VERIFIER")]),
     "RDSearchPromptEncode": ([("clip", "CLIP")], [("conditioning", "CONDITIONING"), ("prompt", "STRING")]),
@@ -64,6 +65,11 @@ def _verifier(quantization: str) -> dict:
             "widgets": [("model", VLM), ("path", ""), ("quantization", quantization), ("criteria", "alignment")]}
 
 
+def _ranking_display(pos: list[int], ranking: tuple[int, int]) -> dict:
+    """ComfyUI's "Preview Any" on the Search KSampler's ranking output (a markdown table)."""
+    return {"type": "PreviewAny", "pos": pos, "size": [420, 260], "links": {"source": ranking}}
+
+
 def sd15() -> dict:
     prompt = "a red cube on top of a blue sphere, studio photo"
     return {
@@ -76,7 +82,8 @@ def sd15() -> dict:
             "Type the prompt once, in Text Encode (search prompt): the model draws it and its text output feeds "
             "the Search KSampler's prompt (what the verifier checks). budget '4x' spends four ordinary samples' "
             "worth of model calls; 'candidates' shows every image the verifier scored, the chosen one first, "
-            "and 'ranking' lists them with their scores."
+            "and 'ranking' (in Preview Any) lists them with their scores: finished images first, then the "
+            "x0-predictions scored on the way, which do not compare with them."
         ),
         2: {"type": "CheckpointLoaderSimple", "pos": [0, 0], "widgets": [("ckpt_name", "v1-5-pruned-emaonly-fp16.safetensors")]},
         3: {"type": "RDSearchPromptEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (2, 1)}},
@@ -93,6 +100,7 @@ def sd15() -> dict:
         8: {"type": "SaveImage", "pos": [1240, 0], "widgets": [("filename_prefix", "search_sd15")],
             "links": {"images": (7, 1)}},
         9: {"type": "PreviewImage", "pos": [1240, 420], "links": {"images": (7, 3)}},
+        10: _ranking_display([1240, 700], (7, 4)),
     }
 
 
@@ -168,6 +176,7 @@ def flux() -> dict:
         12: {"type": "RDYesTokenScore", "pos": [1240, 420], "widgets": [("prompt", prompt)],
              "links": {"images": (10, 3), "verifier": (9, 0), "prompt": (5, 1)}},
         13: {"type": "PreviewImage", "pos": [1640, 420], "links": {"images": (12, 0)}},
+        14: _ranking_display([1640, 0], (10, 4)),
     }
 
 

@@ -95,3 +95,18 @@ def test_ui_workflow_sockets_and_widgets_match_the_nodes(comfy, name):
         assert len(node["widgets_values"]) == len(widgets)
         for i in node["inputs"]:
             assert i["link"] in link_ids, f"{node['type']}.{i['name']} is not connected"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_search_ksampler_ranking_is_displayed(comfy, name):
+    """Every Search KSampler's ranking output feeds ComfyUI's Preview Any (PreviewAny, "Preview as Text"), in both formats."""
+    assert "PreviewAny" in comfy.nodes.NODE_CLASS_MAPPINGS
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    shown = {tuple(node["inputs"]["source"]) for node in api.values() if node["class_type"] == "PreviewAny"}
+    searches = [i for i, node in api.items() if node["class_type"] == "RDSearchKSampler"]
+    assert {(i, 4) for i in searches} <= {(src, slot) for src, slot in shown}
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    types = {node["id"]: node["type"] for node in ui["nodes"]}
+    ranking_links = [link for link in ui["links"] if types[link[1]] == "RDSearchKSampler" and link[2] == 4]
+    assert len(ranking_links) == len(searches)
+    assert all(types[link[3]] == "PreviewAny" and link[5] == "STRING" for link in ranking_links)
