@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..rd_inference.budget import DEFAULT_MAX_NFE, ceiling_from_text
 from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
+from ..rd_inference.ranking import finished, ranking, scored_image
 from ..rd_inference.strategies import STRATEGIES
 from ..rd_inference.verifier_loading import KINDS, load_verifier, parse_verifier
 from .sampling import search_sampler
@@ -378,28 +379,6 @@ class SearchKSampler(io.ComfyNode):
                              ranking_text(result, ranked))
 
 
-def finished(result, node_id: int) -> bool:
-    """Whether the node's path reached the clean end of the grid, so its score is a finished image's."""
-    return result.tree[node_id].end == len(result.config["schedule"]["level"]) - 1
-
-
-def ranking(result) -> list[int]:
-    """Verified node ids in the order the candidates and ranking outputs show them (and ``keep`` cuts).
-
-    The chosen image first, then the other finished images by score, best first. Then the candidates
-    verified before their path finished: a strategy that selects on the way (Search over Paths' rounds,
-    pruning, particles) scores the x0-prediction of a path still at noise level ``level_end`` (beam search
-    a look-ahead from there), a blurrier guess whose score does not compare with a finished image's. They
-    come least noisy first, by score within a level. So ``keep`` K holds finished images only, unless fewer
-    than K finished.
-    """
-    def order(i: int) -> tuple:
-        node = result.tree[i]
-        return not finished(result, i), -node.end, -node.score, i
-
-    return [result.node_id, *sorted((i for i in result.candidates if i != result.node_id), key=order)]
-
-
 UNFINISHED_NOTE = ("x0 at noise L: the clean image predicted from a path still at noise level L (1 pure noise, "
                    "0 clean), scored before it finished; its score does not compare with a final image's.")
 
@@ -410,7 +389,7 @@ def ranking_text(result, ranked: list[int]) -> str:
     rows = [("rank", "score", "scored image", "round", "node")]
     for r, i in enumerate(ranked, start=1):
         node = result.tree[i]
-        what = "final" if finished(result, i) else f"x0 at noise {node.level_end:.3g}"
+        what = scored_image(result, i)
         rows.append((str(r), f"{node.score:.4f}", what + (" (chosen)" if i == result.node_id else ""),
                      str(node.round), str(i)))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]

@@ -232,7 +232,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         with gr.Column(visible=False) as column_b:
                             image_b = gr.Image(label="Chosen image (second strategy)", type="pil")
                             summary_b = gr.Markdown()
-                    gallery_a = gr.Gallery(label="Verified candidates, best first: score · r round · n node (★ chosen)", columns=4,
+                    gallery_a = gr.Gallery(label="Verified candidates: ★ chosen, then finished images best first, then x0@L (scored at noise level L before the path finished; not comparable): score · r round · n node", columns=4,
                                            height=320,
                                            elem_id="gallery")
                     plot_a = gr.Plot(label="The search", show_label=False, elem_id="plot")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
+from rd_inference.ranking import finished, ranking
+
 STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
               ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune"),
               ("Evolutionary search", "evo")]
@@ -43,14 +45,16 @@ def strategy_params(strategy: str, n, m, sigma_start, delta_f, delta_b, widen=1.
 
 
 def gallery_items(result) -> list[tuple[Image.Image, str]]:
-    """Every verified candidate, best first, captioned "score · r<round> · n<node id>"."""
-    nodes = sorted((n for n in result.tree.nodes if n.score is not None), key=lambda n: -n.score)
+    """Every verified candidate in the core's order (:func:`rd_inference.ranking.ranking`: the chosen image,
+    finished images by score, then x0-predictions of unfinished paths), captioned
+    "score · r<round> · n<node id>", with "x0@L" for a score given to a path still at noise level L."""
     items = []
-    for node in nodes:
+    for i in ranking(result):
+        node = result.tree[i]
         # Short enough to fit under a thumbnail; the gallery's label spells the fields out.
-        mark = " ★" if node.id == result.node_id else (" kept" if node.kept else "")
-        items.append((_display(result.candidates[node.id]),
-                      f"{node.score:.3f} · r{node.round} · n{node.id}{mark}"))
+        mark = " ★" if i == result.node_id else (" kept" if node.kept else "")
+        early = "" if finished(result, i) else f" · x0@{node.level_end:.3g}"
+        items.append((_display(result.candidates[i]), f"{node.score:.3f} · r{node.round} · n{i}{early}{mark}"))
     return items
 
 

@@ -78,8 +78,12 @@ def test_generate_returns_image_gallery_plot_and_summary(client):
     assert len(gallery) >= 4 and all(Path(g["image"]).is_file() for g in gallery)
     caption = [g["caption"].split(" · ") for g in gallery]  # "0.435 · r2 · n11 ★": score, round, node
     assert all(c[1].startswith("r") and c[2].startswith("n") for c in caption)
-    assert float(caption[0][0]) >= float(caption[-1][0])
-    assert sum("★" in g["caption"] for g in gallery) == 1
+    assert sum("★" in g["caption"] for g in gallery) == 1 and "★" in gallery[0]["caption"]
+    # The core's order: finished images (by score) before x0-predictions scored on the way ("x0@L").
+    early = ["x0@" in g["caption"] for g in gallery]
+    assert early == sorted(early)
+    finished = [float(c[0]) for c, e in zip(caption[1:], early[1:]) if not e]
+    assert finished == sorted(finished, reverse=True)
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image")
     assert "Search over Paths" in summary and "denoiser forwards" in summary and "verify" in summary
     assert image_b is None

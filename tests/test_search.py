@@ -117,3 +117,21 @@ def test_verified_counts_and_phase_times_are_recorded():
 
 def test_public_api_is_importable_from_the_package():
     assert rd.search is search and callable(rd.regenerate)
+
+
+def test_candidates_are_ranked_chosen_then_finished_then_least_noisy():
+    # The one order every face shows (ComfyUI's candidates and ranking, the demo's gallery).
+    from rd_inference.ranking import finished, ranking, scored_image
+
+    result = search(tiny_sd(), PROMPT, verifier=BrightnessVerifier(), strategy="sop", n=2, m=4, sigma_start=0.5,
+                    delta_f=0.3, delta_b=0.4, steps=20, height=16, width=16, seed=0)
+    order = ranking(result)
+    assert order[0] == result.node_id and sorted(order) == sorted(result.candidates)
+    done = [finished(result, i) for i in order]
+    assert done == sorted(done, reverse=True)  # every finished image before any unfinished one
+    rest = [i for i in order[1:] if finished(result, i)]
+    assert [result.tree[i].score for i in rest] == sorted((result.tree[i].score for i in rest), reverse=True)
+    early = [i for i in order if not finished(result, i)]
+    assert early, "SoP verifies paths before they finish"
+    assert all(scored_image(result, i).startswith("x0 at noise ") for i in early)
+    assert [result.tree[i].end for i in early] == sorted((result.tree[i].end for i in early), reverse=True)
