@@ -165,3 +165,17 @@ def test_the_verifier_is_named_by_kind_and_resolved_folders_in_the_records(tmp_p
     assert name == f"vlm:{vlm.resolve()}@1+clip:{clip.resolve()}@0.5 (rank)" and folders == [vlm, clip]
     assert _verifier_identity(f"vlm:{vlm}+clip:{clip}@0.5", "mean")[0] != name
     assert _verifier_identity("brightness", "mean") == ("brightness:@1", [])
+
+
+def test_verifier_runs_are_compared_pair_by_pair(tmp_path, capsys):
+    from benchmarks.compare_verifiers import main as compare_main
+
+    for name, oks in (("vlm", [1, 0, 1, 0]), ("clip", [1, 1, 1, 0])):
+        records = tmp_path / name / "records"
+        records.mkdir(parents=True)
+        rows = [{"prompt": f"p{i // 2}", "seed": i % 2, "ok": bool(ok), "score": 0.8} for i, ok in enumerate(oks)]
+        (records / "bon@4x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    compare_main([f"vlm={tmp_path / 'vlm'}", f"clip={tmp_path / 'clip'}@0.7"])
+    out = capsys.readouterr().out
+    assert "| bon@4x | clip | 0.750" in out and "+25.0 pts" in out and "(1:0, p=1, 4 pairs)" in out
+    assert "0.333 (≥ 0.7, 4 picks)" not in out and "0.250 (≥ 0.7, 4 picks)" in out
