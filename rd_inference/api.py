@@ -27,11 +27,11 @@ from .verifiers import Verifier, verifier_from_spec, verifier_spec
 
 @dataclass
 class SearchResult:
-    image: Image.Image  # the chosen image
+    image: Image.Image | list[Image.Image]  # the chosen image, or the chosen video's frames
     score: float
     node_id: int
     tree: SearchTree
-    candidates: dict[int, Image.Image]  # every verified node's image
+    candidates: dict[int, Image.Image | list[Image.Image]]  # every verified node's image (or video frames)
     counts: dict[str, Any]  # denoiser forwards spent and planned, the budget, decodes, verifier calls, seconds
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -46,13 +46,20 @@ class SearchResult:
         }
 
     def save(self, out: str | Path) -> Path:
-        """Write the run directory (chosen.png, candidates/, summary.json, tree.jsonl) atomically."""
+        """Write the run directory (chosen.png, candidates/, summary.json, tree.jsonl) atomically. For a
+        video: chosen.mp4 with its exact frames in chosen/frame-NNNN.png, and candidates/node-NNNNN.mp4."""
+        from .video import is_video, write_mp4, write_video
 
         def write(tmp: Path) -> None:
-            self.image.save(tmp / "chosen.png")
             (tmp / "candidates").mkdir()
-            for node_id, image in self.candidates.items():
-                image.save(tmp / "candidates" / f"node-{node_id:05d}.png")
+            if is_video(self.image):
+                write_video(self.image, tmp, "chosen")
+                for node_id, frames in self.candidates.items():
+                    write_mp4(frames, tmp / "candidates" / f"node-{node_id:05d}.mp4")
+            else:
+                self.image.save(tmp / "chosen.png")
+                for node_id, image in self.candidates.items():
+                    image.save(tmp / "candidates" / f"node-{node_id:05d}.png")
             (tmp / "tree.jsonl").write_text(self.tree.to_jsonl())
             (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=2))
 
@@ -96,6 +103,8 @@ def search(
     tournament_k: int = 4,
     max_nfe: int | str | None = DEFAULT_MAX_NFE,
     on_plan: Callable[[Plan], None] | None = None,
+    num_frames: int | None = None,
+    verify_frames: int | None = None,
     **params: Any,
 ) -> SearchResult:
     """Spend extra inference compute on ``pipe`` to find the image ``verifier`` likes best for ``prompt``.
@@ -115,13 +124,18 @@ def search(
     ``on_plan(plan)`` is called before the search with its forwards, decodes, verified images and a rough
     time from a short calibration; it may raise to cancel.
 
+    On a video pipeline (``WanPipeline``) the result is a video: ``result.image`` is its list of frames,
+    ``num_frames`` its length and ``verify_frames`` (default 4) how many evenly spaced frames of each
+    candidate the (image) verifier scores; a candidate's score is their mean
+    (:class:`~rd_inference.video.FrameSampledVerifier`).
+
     Example:
         >>> result = search(pipe, "two red circles", verifier=BrightnessVerifier(), strategy="bon", budget="4x")
         >>> result.image.save("best.png")
     """
     den = make_denoiser(
         pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
-        height=height, width=width, max_batch=max_batch,
+        height=height, width=width, max_batch=max_batch, num_frames=num_frames, verify_frames=verify_frames,
     )
     return run_search(
         den, verifier, strategy=strategy, budget=budget, seed=seed, verify_batch=verify_batch, out=out,
@@ -164,7 +178,13 @@ def run_search(
     """:func:`search` on a ready denoiser: any object with the :class:`~rd_inference.denoisers.Denoiser`
     interface (``prompt``, ``schedule``, ``ledger``, ``forwards_per_step``, ``initial_noise``,
     ``sample_noise``, ``denoise``, ``decode``, ``config``), e.g. one over a ComfyUI model."""
+    from .video import for_denoiser
+
     strat = get_strategy(strategy)
+    video = getattr(den, "verify_frames", None) is not None
+    if final_pick == "tournament" and video:
+        raise UserError("final_pick='tournament' compares images, not videos: use final_pick='score' on a video "
+                        "pipeline")
     if final_pick not in ("score", "tournament"):
         raise ValueError(f"final_pick must be 'score' or 'tournament', got {final_pick!r}")
     if final_pick == "tournament" and not callable(getattr(verifier, "compare", None)):
@@ -174,6 +194,7 @@ def run_search(
     verify_batch = check_count("verify_batch", verify_batch, "images per verifier call")
     if final_pick == "tournament":
         check_count("tournament_k", tournament_k, "images that play the tournament")
+    verifier = for_denoiser(verifier, den)
     prompt = den.prompt
     seed = check_seed(seed)
     overlap = resolve_overlap(overlap, den, verifier)
@@ -228,6 +249,8 @@ def run_search(
         image=ctx.images[node_id], score=node.score, node_id=node_id, tree=ctx.tree, candidates=ctx.images,
         counts={**den.ledger.to_dict(), "planned_nfe": planned, "budget_nfe": nfe_budget}, config=config,
     )
+    if video:  # verifier_images counts candidates; each showed the verifier verify_frames frames
+        result.counts["verifier_frames"] = result.counts["verifier_images"] * den.verify_frames
     if out is not None:
         result.save(out)
     return result
@@ -250,8 +273,9 @@ def _tournament_pick(ctx: SearchContext, top_k: int) -> tuple[int, dict]:
 
 
 def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifier | None = None,
-               device: str | None = None) -> Image.Image:
-    """Rebuild node ``node_id``'s image from a run directory, bit-exactly on the same device.
+               device: str | None = None) -> Image.Image | list[Image.Image]:
+    """Rebuild node ``node_id``'s image (a video's frames, for a video run) from a run directory,
+    bit-exactly on the same device.
 
     The run is replayed with its recorded settings and seed up to the moment that node's clean prediction
     exists (nodes never run after it are skipped), so the batch shapes, and thus the floats, are the same
@@ -275,15 +299,16 @@ def regenerate(run_dir: str | Path, node_id: int, *, pipe=None, verifier: Verifi
             raise ValueError("this run's verifier cannot be rebuilt from summary.json; pass verifier=…")
         verifier = verifier_from_spec(config["verifier"], **({"device": device} if device else {}))
     d = config["denoiser"]
+    video = {k: d[k] for k in ("num_frames", "verify_frames") if k in d}
     try:
         search(
             pipe, config["prompt"], verifier=verifier, strategy=config["strategy"], seed=config["seed"],
             steps=d["steps"], guidance_scale=d["guidance_scale"], negative_prompt=d["negative_prompt"],
             height=d["height"], width=d["width"], max_batch=d["max_batch"], verify_batch=config["verify_batch"],
-            stop_at_node=node_id, max_nfe=None, **config["params"],
+            stop_at_node=node_id, max_nfe=None, **video, **config["params"],
         )
     except NodeReached as reached:
-        from .images import to_pil
+        from .video import to_media
 
-        return to_pil(reached.image)[0]
+        return to_media(reached.image)[0]
     raise RuntimeError(f"replaying the run never reached node {node_id}; was it made by another version?")

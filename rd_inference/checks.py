@@ -191,6 +191,9 @@ def check_pipeline_source(path_or_id: str) -> None:
                         "with save_pretrained or a hub id")
     config = json.loads(index.read_text())
     check_pipeline_class(config.get("_class_name"), folder)
+    from .denoisers import check_model_index
+
+    check_model_index(config)
     for part, spec in config.items():
         if part.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue

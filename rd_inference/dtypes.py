@@ -1,8 +1,9 @@
 """The dtype a diffusion pipeline runs in when the user does not choose: ``dtype="auto"``.
 
-On CUDA: bfloat16 for SD3 and FLUX (trained and released in it; float16 overflows in their
+On CUDA: bfloat16 for SD3, FLUX and Wan (trained and released in it; float16 overflows in their
 transformers), float16 for SD 1.5/2.x and SDXL (their released weights), with SDXL's VAE kept in float32
-where its config asks for it (``force_upcast``), as ``StableDiffusionXLPipeline`` upcasts it to decode.
+where its config asks for it (``force_upcast``), as ``StableDiffusionXLPipeline`` upcasts it to decode, and
+Wan's video VAE in float32, as Wan's model cards load it.
 Everywhere else float32: CPU half-precision kernels are slow or missing.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-HALF = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16}
+HALF = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16, "wan": torch.bfloat16}
 
 
 def auto_dtype(class_name: str | None, device: str | torch.device | None) -> torch.dtype:
@@ -39,7 +40,11 @@ def resolve_dtype(dtype: torch.dtype | str | None, class_name: str | None, devic
 
 
 def upcast_vae(pipe, family: str | None) -> None:
-    """Keep SDXL's VAE in float32 when the rest is float16 and its config asks (it overflows otherwise)."""
+    """Keep SDXL's VAE in float32 when the rest is float16 and its config asks (it overflows otherwise), and
+    Wan's video VAE in float32 always."""
     vae = getattr(pipe, "vae", None)
+    if family == "wan" and vae is not None and vae.dtype != torch.float32:
+        vae.to(torch.float32)
+        return
     if family == "sdxl" and vae is not None and vae.dtype == torch.float16 and vae.config.get("force_upcast"):
         vae.to(torch.float32)

@@ -113,6 +113,9 @@ def dry_run(den, strategy, params: dict, *, seed: int = 0, verify_batch: int | N
 def calibrate(den, verifier, plan: Plan) -> Plan:
     """``plan`` with a rough time: one model call on a full chunk, one decode and one verified image,
     timed on the real models after a warm-up call of each (nothing is booked in the run's ledger)."""
+    from .video import for_denoiser
+
+    verifier = for_denoiser(verifier, den)  # a video's frames, as the search will score them
     saved, den.ledger = den.ledger, Ledger()
     try:
         getattr(den, "cond", None)  # the prompt is encoded once per run, not per call
@@ -142,7 +145,7 @@ def plan_search(pipe, prompt: str, *, verifier=None, strategy: str = "sop", budg
                 negative_prompt: str | None = None, height: int | None = None, width: int | None = None,
                 max_batch: int = 8, verify_batch: int | None = None, final_pick: str = "score",
                 tournament_k: int = 4, max_nfe: int | str | None = DEFAULT_MAX_NFE, offload: bool = False,
-                overlap: bool | str = "auto",
+                overlap: bool | str = "auto", num_frames: int | None = None, verify_frames: int | None = None,
                 timed: bool = True, **params) -> Plan:
     """What :func:`~rd_inference.search` with these arguments would spend, without searching: every
     check it makes (bad input, a budget too small, the ceiling) and the counts of a dry run; with
@@ -153,7 +156,8 @@ def plan_search(pipe, prompt: str, *, verifier=None, strategy: str = "sop", budg
     strat = get_strategy(strategy)
     seed = check_seed(seed)
     den = make_denoiser(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
-                        height=height, width=width, max_batch=max_batch)
+                        height=height, width=width, max_batch=max_batch, num_frames=num_frames,
+                        verify_frames=verify_frames)
     params, _, _ = size_search(strat, den, budget, params, max_nfe)
     plan = dry_run(den, strat, params, seed=seed, verify_batch=verify_batch, final_pick=final_pick,
                    tournament_k=tournament_k)

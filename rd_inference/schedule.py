@@ -47,10 +47,14 @@ def scheduler_space(scheduler) -> str:
             "Swap it with e.g. `pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`."
         )
     if space == "vp" and scheduler.config.get("use_flow_sigmas", False):
-        raise ValueError(
-            f"{type(scheduler).__name__} with use_flow_sigmas=True is not supported; "
-            "use FlowMatchEulerDiscreteScheduler for flow models."
-        )
+        # Multistep solvers on rectified-flow sigmas (Wan ships UniPC so): x = (1-s) x0 + s eps, the
+        # flow-matching grid the re-noising kernel needs; their history restarts per segment, as on VP.
+        if scheduler.config.get("prediction_type") != "flow_prediction":
+            raise ValueError(
+                f"{type(scheduler).__name__} with use_flow_sigmas=True needs prediction_type='flow_prediction', "
+                f"got {scheduler.config.get('prediction_type')!r}"
+            )
+        return "flow"
     if getattr(scheduler, "order", 1) != 1 and space != "vp":
         raise ValueError(f"{type(scheduler).__name__} needs several model calls per step; use a one-call scheduler.")
     return space

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..run_dir import slug
 from .options import add_model_arguments, add_search_arguments, check_inputs, search_kwargs
 
-HELP = "Search for the image a verifier likes best for a prompt; write a run directory."
+HELP = "Search for the image (or video) a verifier likes best for a prompt; write a run directory."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print what the search would spend (forwards, decodes, images verified, rough time) and stop")
     add_model_arguments(p, device_help="cpu, cuda, cuda:1 … (default: cuda if available)")
     add_search_arguments(p)
+    video = p.add_argument_group("video pipelines (WanPipeline)")
+    video.add_argument("--num-frames", type=int, default=None, help="frames of the video, 4k+1 (default 81)")
+    video.add_argument("--verify-frames", type=int, default=None,
+                       help="evenly spaced frames of each candidate the verifier scores; a video's score is their "
+                       "mean (default 4)")
 
 
 def default_out(prompt: str, strategy: str, seed: int) -> Path:
@@ -46,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no prompt: pass it as the first argument or with --prompt")
     # Everything that can be checked is checked before any model loads.
     check_inputs(args, seeds=[args.seed])
+    from ..checks import check_count
+
+    check_count("--num-frames", args.num_frames, "frames of the video")
+    check_count("--verify-frames", args.verify_frames, "frames verified per candidate")
     kwargs = search_kwargs(args)
+    kwargs.update({k: v for k, v in (("num_frames", args.num_frames), ("verify_frames", args.verify_frames))
+                   if v is not None})
     out = Path(args.out) if args.out else default_out(prompt, args.strategy, args.seed)
     if not args.plan:
         check_out_dir(out)
@@ -78,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"chosen: node {result.node_id}, score {result.score:.4f}")
     print(f"spent: {c['nfe']} denoiser forwards, {c['decodes']} decodes, {c['verifier_images']} images verified, "
           f"{c['seconds']['total']:.1f} s")
-    print(f"wrote {out}/chosen.png and the run record in {out}")
+    chosen = "chosen.mp4 (frames in chosen/)" if isinstance(result.image, list) else "chosen.png"
+    print(f"wrote {out}/{chosen} and the run record in {out}")
     return 0

@@ -165,6 +165,7 @@ class Denoiser(ChunkedDenoiser):
     pipeline's meaning. Chunks of ``max_batch`` paths each get a fresh scheduler copy."""
 
     family = "base"
+    media = "image"  # "video": decode gives [B, F, 3, H, W] and the adapter has ``verify_frames``
     default_steps = 50
     default_guidance = 7.5
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..checks import check_scores
-from ..images import to_pil
 from ..posterior import posterior_step
 from ..renoise import renoise
 from ..tree import Node, SearchTree
 from ..verifiers import Verifier
+from ..video import to_media
 
 if TYPE_CHECKING:  # types only: importing it would load diffusers
     from ..denoisers import Denoiser
@@ -62,7 +62,8 @@ class SearchContext:
         # Score finished chunks on a worker thread while the next chunk denoises (see denoise_verified);
         # not with offload, whose models take turns on one device.
         self.overlap = overlap and not offload
-        self.images: dict[int, object] = {}  # node id -> PIL image of its verified x0-prediction
+        # node id -> its verified x0-prediction: a PIL image, or a video's PIL frames
+        self.images: dict[int, object] = {}
 
     # ---- nodes and randomness ---------------------------------------------------------------------------
     def spawn(self, parents: Sequence[Node | None], *, round: int, kind: str, start: int, end: int):
@@ -236,7 +237,7 @@ class SearchContext:
         """Check the scores and write them (and the images) onto the nodes."""
         check_scores(scores, len(nodes), self.verifier)
         self.ledger.verifier_images += len(nodes)
-        for node, score, image in zip(nodes, scores.tolist(), to_pil(images)):
+        for node, score, image in zip(nodes, scores.tolist(), to_media(images)):
             node.score = float(score)
             self.images[node.id] = image
         return scores
