@@ -200,6 +200,10 @@ def run_search(
     overlap = resolve_overlap(overlap, den, verifier)
     if out is not None:
         check_out_dir(out)
+        if video:
+            from .video import check_video_writer
+
+            check_video_writer()
     params, planned, nfe_budget = size_search(strat, den, budget, params, max_nfe)
     if on_plan is not None:
         on_plan(calibrate(den, verifier, dry_run(den, strat, params, seed=seed, verify_batch=verify_batch,

@@ -250,12 +250,17 @@ def check_criteria(spec, what: str = "--criteria", *, pairwise: bool = False):
 
 def size_factor(folder: str | os.PathLike) -> int | None:
     """Pixels per latent cell of a local diffusers folder, read from its configs without loading it:
-    the VAE's downsampling (2 ** (blocks - 1)), twice that for SD3/FLUX whose transformers patch 2x2."""
+    the VAE's downsampling (2 ** (blocks - 1)), twice that for SD3/FLUX whose transformers patch 2x2; a
+    video VAE's ``scale_factor_spatial`` times the transformer's spatial patch (Wan: 8 x 2)."""
     folder = Path(folder).expanduser()
     try:
         name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
-        blocks = json.loads((folder / "vae" / "config.json").read_text())["block_out_channels"]
-    except (OSError, ValueError, KeyError):
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        if "scale_factor_spatial" in vae:
+            patch = json.loads((folder / "transformer" / "config.json").read_text()).get("patch_size", [1, 1, 1])
+            return int(vae["scale_factor_spatial"]) * int(patch[1] if isinstance(patch, list) else patch)
+        blocks = vae["block_out_channels"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
     factor = 2 ** (len(blocks) - 1)
     return factor * 2 if name.startswith(("StableDiffusion3", "Flux")) else factor

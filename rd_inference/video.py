@@ -100,6 +100,16 @@ def is_video(item) -> bool:
     return isinstance(item, (list, tuple)) and all(isinstance(f, Image.Image) for f in item)
 
 
+def check_video_writer() -> None:
+    """PyAV must be installed to write MP4s: said before a search starts, not after it."""
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None:
+        from .checks import UserError
+
+        raise UserError("writing a video run needs PyAV: pip install av (or pip install 'rd-inference[video]')")
+
+
 def write_mp4(frames: Sequence[Image.Image], path: str | os.PathLike, fps: int = DEFAULT_FPS) -> Path:
     """Encode RGB frames as H.264 (yuv420p, even sizes) in an MP4 container."""
     import av

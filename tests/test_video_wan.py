@@ -15,7 +15,7 @@ from PIL import Image
 from tiny_video import tiny_wan, wan_unipc_scheduler
 
 from rd_inference import BrightnessVerifier, regenerate, search
-from rd_inference.checks import UserError, check_pipeline_source
+from rd_inference.checks import UserError, check_pipeline_source, size_factor
 from rd_inference.denoisers import make_denoiser
 from rd_inference.plan import dry_run
 from rd_inference.strategies import get_strategy
@@ -102,6 +102,13 @@ def test_strategies_spend_the_same_budget_and_repeat_bytes(pipe, strategy, param
     assert a.config["denoiser"]["num_frames"] == 9 and a.config["denoiser"]["verify_frames"] == 3
 
 
+@pytest.mark.parametrize("strategy", ["zo", "beam", "fk", "prune", "evo"])
+def test_the_other_strategies_run_on_video_latents_within_budget(pipe, strategy):
+    result = search(pipe, PROMPT, verifier=BrightnessVerifier(), strategy=strategy, budget="4x", seed=0, **TINY)
+    assert 0.95 * result.counts["budget_nfe"] <= result.counts["nfe"] == result.counts["planned_nfe"] <= 48
+    assert all(len(frames) == 9 for frames in result.candidates.values())
+
+
 def test_search_over_paths_node_regenerates_exactly(pipe, tmp_path):
     result = search(pipe, PROMPT, verifier=BrightnessVerifier(), strategy="sop", budget="4x", seed=1,
                     out=tmp_path / "run", **TINY, **SOP)
@@ -134,6 +141,9 @@ def rd_tts(*args):
 def test_cli_generate_writes_an_mp4_run_and_regenerates_it(tmp_path):
     model = tmp_path / "tiny-wan"
     tiny_wan(wan_unipc_scheduler()).save_pretrained(model, safe_serialization=True)
+    assert size_factor(model) == 16  # sizes checked before loading: the VAE's 8x times the 2x2 patches
+    res = rd_tts("generate", "--model", model, PROMPT, "--verifier", "brightness", "--height", "24")
+    assert res.returncode != 0 and "multiple of 16" in res.stderr and "Traceback" not in res.stderr
     run = tmp_path / "run"
     res = rd_tts("generate", "--model", model, PROMPT, "--strategy", "bon", "--budget", "2x", "--out", run,
                  "--verifier", "brightness", "--steps", "4", "--height", "16", "--width", "16", "--num-frames", "9",
