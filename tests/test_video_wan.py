@@ -121,6 +121,7 @@ def test_search_over_paths_node_regenerates_exactly(pipe, tmp_path):
 def test_bad_video_settings_are_refused(pipe):
     with pytest.raises(UserError, match="num_frames must be 4k \\+ 1"):
         make_denoiser(pipe, PROMPT, num_frames=10)
+    assert make_denoiser(pipe, PROMPT, num_frames=1).verify_frames == 1  # the default fits a short video
     with pytest.raises(UserError, match="verify_frames 6 is more than the video's 5 frames"):
         make_denoiser(pipe, PROMPT, num_frames=5, verify_frames=6)
     with pytest.raises(UserError, match="tournament"):

@@ -32,7 +32,9 @@ class WanDenoiser(Denoiser):
                  max_sequence_length: int = 512, height: int | None = None, width: int | None = None, **kwargs):
         _check_wan(pipe)
         self.num_frames = _check_frames(num_frames, pipe.vae_scale_factor_temporal, self.default_frames)
-        self.verify_frames = _check_count("verify_frames", 4 if verify_frames is None else verify_frames)
+        # default: 4 frames, or every frame of a shorter video
+        self.verify_frames = _check_count("verify_frames", min(4, self.num_frames) if verify_frames is None
+                                          else verify_frames)
         if self.verify_frames > self.num_frames:
             raise UserError(f"verify_frames {self.verify_frames} is more than the video's {self.num_frames} frames")
         self.max_sequence_length = _check_count("max_sequence_length", max_sequence_length)
