@@ -130,9 +130,10 @@ def save(model, tok, processor, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def evaluate(path: Path, pipeline: Path | None, per_skill: int) -> dict:
-    """AUC per task on eval-split pipeline samples (the VLM card's samples), and agreement at the score
-    threshold that agrees best on tune-split samples (a scalar scorer has no natural 0.5)."""
+def evaluate(path: Path, pipeline: Path | None, per_skill: int, steps: int = 10) -> dict:
+    """AUC per task on eval-split pipeline samples (the VLM card's samples: DDIM ``steps``, seeds 0, 1, ...),
+    and agreement at the score threshold that agrees best on tune-split samples (a scalar scorer has no
+    natural 0.5)."""
     from rd_inference.toyworld.sampling import load_pipeline
     from rd_inference.verifiers.clip import ClipScoreVerifier
 
@@ -140,7 +141,7 @@ def evaluate(path: Path, pipeline: Path | None, per_skill: int) -> dict:
     pipe = load_pipeline(pipeline or tv.get_world(tv.WORLD).weights / "pipeline", tv.WORLD)
 
     def scored(split: str, n: int) -> list[tuple[str, bool, float]]:
-        samples = tv.evaluation_samples(pipe, seeds_per_skill=n, split=split)
+        samples = tv.evaluation_samples(pipe, seeds_per_skill=n, split=split, steps=steps, guidance=tv.DEFAULT_GUIDANCE)
         by_prompt = defaultdict(list)
         for s in samples:
             by_prompt[s.prompt].append(s)
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     tv.use_world(args.world)
     if args.evaluate is not None:
-        print(json.dumps(evaluate(args.evaluate, args.pipeline, args.eval_per_skill), indent=1))
+        steps = int(str(args.steps).split(",")[-1])  # 10: the VLM card's evaluation, on the same samples
+        print(json.dumps(evaluate(args.evaluate, args.pipeline, args.eval_per_skill, steps), indent=1))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     out = args.out or tv.get_world(args.world).weights / "clip"
