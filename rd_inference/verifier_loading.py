@@ -30,6 +30,8 @@ KINDS = {
 }
 # Kinds whose verifier compares two images (``compare()``), which --final-pick tournament needs.
 PAIRWISE_KINDS = ("vlm",)
+# Kinds that ask the criteria's questions (the others score without any: --criteria would do nothing).
+CRITERIA_KINDS = ("vlm", "openai")
 VERIFIER_HELP = ("a verifier as KIND:TARGET, or several joined by '+' (an ensemble; '@W' after one weights it): "
                  + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
                  + ". A bare folder or hub id is a VLM. Default: the embedded toy VLM")
@@ -57,6 +59,9 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
         elif colon and kind not in KINDS and _looks_like_kind(kind, part):
             raise UserError(f"unknown verifier kind {kind!r} in {spec!r}; known: {', '.join(KINDS)}. Write "
                             "KIND:TARGET (e.g. clip:PATH, vlm:org/name), or a bare VLM folder or hub id")
+        elif not colon and part in KINDS and not os.path.exists(os.path.expanduser(part)):
+            raise UserError(f"--verifier {part} names a kind without its target: write {part}:TARGET "
+                            f"({part}: {KINDS[part]})")
         elif kind not in KINDS or not colon:
             kind, target = "vlm", part
         if kind in ("vlm", "clip", "pickscore"):
@@ -65,6 +70,8 @@ def parse_verifier(spec: str) -> list[tuple[str, str, float]]:
             from .verifiers.aesthetic import check_aesthetic_folder
 
             check_aesthetic_folder(target)
+        if kind == "color":
+            _colour(target)
         if kind == "openai" and (not target.startswith(("http://", "https://")) or "#" not in target):
             raise UserError(f"write a served verifier as openai:URL#MODEL (e.g. openai:http://127.0.0.1:8000#org/vlm), "
                             f"got {part!r}")
@@ -77,6 +84,17 @@ def _looks_like_kind(kind: str, part: str) -> bool:
     letter is a Windows drive, ``C:\\models``), unless ``part`` is a path that exists (an existing folder
     with ':' in its name is a VLM folder)."""
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]+", kind)) and not os.path.exists(os.path.expanduser(part))
+
+
+def check_criteria_use(spec: str | None, criteria: str | None) -> None:
+    """Refuse ``--criteria`` with a verifier that asks no questions (CLIP, aesthetic, simple verifiers),
+    where it would silently do nothing."""
+    if criteria is None or spec is None:
+        return
+    if not any(kind in CRITERIA_KINDS for kind, _, _ in parse_verifier(spec)):
+        raise UserError(f"--criteria {criteria} has no effect with --verifier {spec}: criteria are the questions a "
+                        f"VLM verifier ({', '.join(k + ':' for k in CRITERIA_KINDS)}) answers; drop --criteria or "
+                        "use a VLM verifier")
 
 
 def supports_pairwise(spec: str | None) -> bool:
@@ -118,15 +136,21 @@ def load_verifier(spec: str | None, *, device: str | None = None, quantization: 
     return EnsembleVerifier(members, [w for _, _, w in parts], aggregation)
 
 
+def _colour(target: str) -> tuple[float, ...]:
+    try:
+        rgb = tuple(float(v) for v in target.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
+        raise UserError(f"--verifier color:{target}: write a colour as color:R,G,B with three numbers in [0,1]")
+    return rgb
+
+
 def _load_one(kind: str, target: str, vlm: dict) -> Verifier:
     if kind == "brightness":
         return BrightnessVerifier()
     if kind == "color":
-        try:
-            rgb = tuple(float(v) for v in target.split(","))
-        except ValueError:
-            raise ValueError(f"--verifier color:{target}: write a colour as color:R,G,B with numbers in [0,1]") from None
-        return ColorVerifier(rgb)
+        return ColorVerifier(_colour(target))
     if kind == "openai":
         from .verifiers.remote import from_name
 

@@ -79,6 +79,10 @@ def one_line_error(capsys, code: int, *, loaded: bool = False) -> str:
          ("--final-pick tournament needs a verifier that compares two images (one of kind vlm: vlm:PATH or a bare VLM "
           "folder or hub id); --verifier brightness cannot: use --final-pick score, or a VLM verifier")),
         (["--final-pick", "tournament", "--verifier", "clip:org/clip"], "--verifier clip:org/clip cannot: use"),
+        (["--verifier", "brightness", "--criteria", "aesthetics"],
+         ("--criteria aesthetics has no effect with --verifier brightness: criteria are the questions a VLM verifier "
+          "(vlm:, openai:) answers; drop --criteria or use a VLM verifier")),
+        (["--verifier", "color:red"], "--verifier color:red: write a colour as color:R,G,B with three numbers"),
         (["--final-pick", "tournament", "--verifier", "org/vlm+org/vlm2"], "--verifier org/vlm+org/vlm2 cannot: use"),
     ],
 )

@@ -96,6 +96,11 @@ def test_a_search_with_a_mixed_ensemble_regenerates(clip_dir, tmp_path):
                  "brightness. Write KIND:TARGET (e.g. clip:PATH, vlm:org/name), or a bare VLM folder or hub id")),
     ("brightness+CLIP:org/clip@2", "unknown verifier kind 'CLIP' in 'brightness+CLIP:org/clip@2'"),
     ("http://127.0.0.1:8000#org/vlm", "unknown verifier kind 'http'"),  # a served VLM is openai:URL#MODEL
+    ("clip", "--verifier clip names a kind without its target: write clip:TARGET"),
+    ("brightness+color", "--verifier color names a kind without its target: write color:TARGET"),
+    ("color:red", "--verifier color:red: write a colour as color:R,G,B with three numbers in [0,1]"),
+    ("brightness+color:1,0", "write a colour as color:R,G,B with three numbers"),
+    ("color:255,0,0", "with three numbers in [0,1]"),
 ])
 def test_bad_verifier_names_fail_before_loading(spec, message):
     with pytest.raises(UserError, match=re.escape(message)):

@@ -181,6 +181,10 @@ def check_inputs(args: argparse.Namespace, seeds: list[int] | tuple[int, ...] = 
 
         check_pairwise(args.verifier)  # from the verifier's kind: nothing loads to find out
     checks.check_criteria(args.criteria)
+    if args.verifier is not None:
+        from ..verifier_loading import check_criteria_use
+
+        check_criteria_use(args.verifier, args.criteria)
     if args.budget is not None:
         parse_budget(args.budget, 1)
     if args.max_forwards is not None:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         first_line,
     )
     from ..pairwise import tournament
-    from ..verifier_loading import parse_verifier
+    from ..verifier_loading import check_criteria_use, parse_verifier
     from ..yes_token import YesTokenVerifier
 
     # Every input is checked (images opened completely) before the verifier loads.
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     check_count("--top-k", args.top_k, "images that play the tournament")
     parts = parse_verifier(args.verifier)
     check_criteria(args.criteria)
+    check_criteria_use(args.verifier, args.criteria)
     check_device(args.device)
     if len(parts) > 1 or parts[0][0] != "vlm":
         return _score_other(args, images)
