@@ -13,9 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,8 +24,9 @@ from PIL import Image
 
 from .checks import check_criteria
 from .criteria import AGGREGATIONS, Criterion, aggregate, resolve_criteria
-from .images import ImageBatch, to_pil
+from .images import ImageBatch
 from .verifiers.prefix_cache import PrefixCache, chunks_of, groups_of
+from .verifiers.vlm_inputs import ChatInputsMixin
 from .verifiers.vlm_loading import (  # noqa: F401  (answer_token_ids, load_image_processor: public here too)
     NO_WORDS,
     YES_WORDS,
@@ -40,10 +40,12 @@ from .verifiers.vlm_loading import (  # noqa: F401  (answer_token_ids, load_imag
     load_image_processor,
     load_vlm,
 )
+from .verifiers.vlm_pairwise import RATIONALE_SUFFIX, PairwiseMixin  # noqa: F401  (RATIONALE_SUFFIX: public here too)
+from .verifiers.vlm_placement import PlacementMixin
+from .verifiers.vlm_spec import SpecMixin
 
 PROBABILITIES = ("conditional", "full")
 QUANTIZATIONS = (None, "8bit", "4bit")
-RATIONALE_SUFFIX = " Then explain why in one or two sentences."
 
 
 # ----------------------------------------------------------------------------------------------- scores
@@ -69,7 +71,7 @@ class YesTokenScores:
 
 
 # ---------------------------------------------------------------------------------------------- verifier
-class YesTokenVerifier:
+class YesTokenVerifier(SpecMixin, PairwiseMixin, PlacementMixin, ChatInputsMixin):
     """``verifier(images, prompt) -> FloatTensor[B]``: a VLM's probability of "yes" to task questions.
 
     Build it with :meth:`from_pretrained`. Picklable: the pickle keeps the model path and settings and
@@ -79,6 +81,10 @@ class YesTokenVerifier:
     to and from the GPU), plus ``calls`` and ``rows``; ``last_move_seconds`` is the move time of the last
     call. ``memory`` reports weight bytes before (``full_precision_bytes``) and after (``weights_bytes``)
     quantization.
+
+    Its concerns live beside it in :mod:`rd_inference.verifiers`: ``vlm_loading`` (weights), ``vlm_spec``
+    (spec and pickling), ``vlm_placement`` (``on_device``, offload), ``vlm_inputs`` (chat inputs) and
+    ``vlm_pairwise`` (``compare``, ``rationale``); this class keeps construction and scoring.
     """
 
     def __init__(
@@ -213,59 +219,7 @@ class YesTokenVerifier:
         }
         return verifier
 
-    # ------------------------------------------------------------------------------ spec and pickling
-    def spec(self) -> dict[str, Any]:
-        """JSON-able settings from which :meth:`from_spec` (and ``verifier_from_spec``) rebuild this verifier.
-
-        Placement (``device``, ``device_map``, ``offload``) is recorded but may be overridden at rebuild.
-        """
-        if self.source is None:
-            raise ValueError("this verifier was built from objects, not from_pretrained: it has no spec")
-        return {
-            "name": "yes_token",
-            "model": self.source,
-            "criteria": [c.to_dict() for c in self.criteria],
-            "pairwise_criteria": [c.to_dict() for c in self.pairwise_criteria],
-            "probability": self.probability,
-            "aggregation": self.aggregation,
-            "max_batch": self.max_batch,
-            "prefix_cache": self.prefix_cache.mode,
-            **self._load_settings,
-        }
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any], **load_kwargs: Any) -> YesTokenVerifier:
-        """Rebuild from :meth:`spec`; ``load_kwargs`` (device, dtype, offload ...) override the recorded ones."""
-        if spec.get("name") != "yes_token":
-            raise ValueError(f"not a yes_token verifier spec: name={spec.get('name')!r}")
-        kwargs = {k: v for k, v in spec.items() if k not in ("name", "model")}
-        if "model" not in spec:
-            raise ValueError("yes_token verifier spec has no 'model' (path or hub id)")
-        kwargs.update(load_kwargs)
-        return cls.from_pretrained(spec["model"], **kwargs)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The weights are not pickled: the copy reloads them from `source` when first used.
-        return {"spec": self.spec()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(
-            {"_pending_spec": state["spec"], "model": None, "processor": None, "timings": {}, "_held": 0}
-        )
-        self.reset_timings()
-        spec = state["spec"]
-        self.source, self.max_batch = spec["model"], spec["max_batch"]
-        self.prefix_cache = PrefixCache(spec.get("prefix_cache", "auto"))
-        self.probability, self.aggregation = spec["probability"], spec["aggregation"]
-        self.criteria = resolve_criteria(spec["criteria"])
-        self.pairwise_criteria = resolve_criteria(spec["pairwise_criteria"], pairwise=True)
-        self.last_move_seconds, self.memory = 0.0, {}
-
-    def _ensure_loaded(self) -> None:
-        spec = self.__dict__.pop("_pending_spec", None)
-        if spec is not None:
-            self.__dict__.update(type(self).from_spec(spec).__dict__)
-
+    # ------------------------------------------------------------------------------------ criteria
     def with_criteria(self, criteria: Any) -> YesTokenVerifier:
         """This verifier asking other questions: a copy that shares the loaded model and processor, so
         switching criteria costs no reload. Timings start afresh; other settings are kept."""
@@ -276,96 +230,7 @@ class YesTokenVerifier:
         other.reset_timings()
         return other
 
-    # --------------------------------------------------------------------------------- placement
-    def reset_timings(self) -> None:
-        self.timings = {"calls": 0, "rows": 0, "preprocess": 0.0, "forward": 0.0, "move": 0.0}
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _move(self, device: torch.device) -> float:
-        t0 = time.perf_counter()
-        self.model.to(device)
-        self._sync()
-        seconds = time.perf_counter() - t0
-        self.timings["move"] += seconds
-        return seconds
-
-    @contextlib.contextmanager
-    def on_device(self) -> Iterator[YesTokenVerifier]:
-        """Hold the model on ``device`` for the block (with ``offload``: one move in, one move out).
-
-        The search can wrap a whole verify phase in it so several calls share one pair of moves.
-        """
-        self._ensure_loaded()
-        moved = 0.0
-        if self.offload and self._held == 0:
-            moved += self._move(self.device)
-        self._held += 1
-        try:
-            yield self
-        finally:
-            self._held -= 1
-            if self.offload and self._held == 0:
-                moved += self._move(torch.device("cpu"))
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            self.last_move_seconds = moved
-
     # ----------------------------------------------------------------------------------- scoring
-    @staticmethod
-    def _pil_images(images: ImageBatch | Image.Image) -> list[Image.Image]:
-        if isinstance(images, Image.Image):
-            return [images.convert("RGB")]
-        if isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"expected an image tensor of shape [B,3,H,W], got {tuple(images.shape)}")
-            if images.shape[0] == 0:
-                raise ValueError("no images given: pass at least one image")
-            return to_pil(images.detach().cpu())
-        images = list(images)
-        if not images:
-            raise ValueError("no images given: pass at least one image")
-        if not all(isinstance(im, Image.Image) for im in images):
-            raise TypeError("images must be a float tensor [B,3,H,W] in [0,1] or a list of PIL images")
-        return to_pil(images)
-
-    @staticmethod
-    def _prompts(prompt: str | Sequence[str], n: int) -> list[str]:
-        if isinstance(prompt, str):
-            return [prompt] * n
-        prompts = list(prompt)
-        if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"got {n} images but {len(prompts)} prompts: pass one prompt, or one per image")
-        return prompts
-
-    def _inputs(self, rows: Sequence[tuple[Sequence[Image.Image], str]]) -> Any:
-        def content(images: Sequence[Image.Image], text: str) -> list[dict[str, Any]]:
-            if len(images) == 1:
-                return [{"type": "image", "image": images[0]}, {"type": "text", "text": text}]
-            parts: list[dict[str, Any]] = []
-            for i, im in enumerate(images, start=1):
-                parts += [{"type": "text", "text": f"Image {i}:"}, {"type": "image", "image": im}]
-            return [*parts, {"type": "text", "text": text}]
-
-        messages = [[{"role": "user", "content": content(ims, text)}] for ims, text in rows]
-        inputs = self.processor.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True},
-        )
-        dtype = self.model.dtype
-        return {
-            k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
-            if isinstance(v, torch.Tensor)
-            else v
-            for k, v in inputs.items()
-        }
-
     def _last_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
         return self.model(**inputs, logits_to_keep=1).logits[:, -1]
 
@@ -425,54 +290,6 @@ class YesTokenVerifier:
     def __call__(self, images: ImageBatch, prompt: str) -> torch.Tensor:
         """The search's verifier call: one score in [0,1] per image, higher is better."""
         return self.score(images, prompt).reward.float()
-
-    def compare(
-        self, first: ImageBatch | Image.Image, second: ImageBatch | Image.Image, prompt: str | Sequence[str]
-    ) -> torch.Tensor:
-        """Probability that ``second[i]`` is better than ``first[i]``, [P], position bias cancelled.
-
-        Each pair is asked in both orders ("is image 2 better than image 1?" with (first, second) and with
-        (second, first)); the result is the mean of P(second wins | shown second) and
-        1 - P(first wins | shown second), so ``compare(a, b) == 1 - compare(b, a)``.
-        """
-        a, b = self._pil_images(first), self._pil_images(second)
-        if len(a) != len(b):
-            raise ValueError(
-                f"compare needs as many first images as second images, got {len(a)} and {len(b)}"
-            )
-        prompts = self._prompts(prompt, len(a))
-        crits = self.pairwise_criteria
-        rows = []
-        for x, y, p in zip(a, b, prompts):
-            for c in crits:
-                rows += [([x, y], c.render(p)), ([y, x], c.render(p))]
-        lp = self.yes_no_logprobs(rows).view(len(a), len(crits), 2, 2)
-        probs = (
-            torch.sigmoid(lp[..., 0] - lp[..., 1]) if self.probability == "conditional" else lp[..., 0].exp()
-        )
-        w = torch.tensor([c.weight for c in crits], dtype=probs.dtype)
-        w = w / w.sum()
-        second_wins = 0.5 * (probs[..., 0] + (1.0 - probs[..., 1]))  # [P, C]
-        return (second_wins * w).sum(dim=1)
-
-    @torch.inference_mode()
-    def rationale(
-        self, image: ImageBatch | Image.Image, prompt: str, criterion: Any = None, max_new_tokens: int = 96
-    ) -> str:
-        """The VLM's short written answer ("yes/no, then why") for one image; for display only.
-
-        Greedy generation; never used for scores.
-        """
-        self._ensure_loaded()
-        pil = self._pil_images(image)
-        if len(pil) != 1:
-            raise ValueError(f"rationale explains one image, got {len(pil)}")
-        crit = self.criteria[0] if criterion is None else resolve_criteria(criterion)[0]
-        with self.on_device():
-            inputs = self._inputs([(pil, crit.render(prompt) + RATIONALE_SUFFIX)])
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new = out[0, inputs["input_ids"].shape[1] :]
-        return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
     def __repr__(self) -> str:
         names = ",".join(c.name for c in self.criteria)
