@@ -38,3 +38,19 @@ def _quiet_bnb():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="MatMul8bitLt")
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """Folder of a tiny random CLIP (tests/tiny_scorers.py): the target of clip: and pickscore:."""
+    from tiny_scorers import build_tiny_clip
+
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_aesthetic(tmp_path_factory) -> str:
+    """Folder of a tiny aesthetic predictor (tests/tiny_scorers.py): the target of aesthetic:."""
+    from tiny_scorers import build_tiny_aesthetic
+
+    return str(build_tiny_aesthetic(tmp_path_factory.mktemp("tiny_aesthetic")))

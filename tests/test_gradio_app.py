@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from gradio_client import Client, handle_file
@@ -345,3 +346,42 @@ def test_the_embedded_model_brings_its_tuned_search_settings():
     tuned = model_defaults(EMBEDDED_PIPELINE)["strategies"]["sop"]
     assert embedded_sop_settings(Backend(device="cpu")) == {k: tuned[k] for k in SOP_FIELDS if k in tuned}
     assert embedded_sop_settings(Backend(load_model=lambda spec: None, device="cpu")) == {}
+
+
+def test_score_tab_with_a_clip_scorer(client, tiny_clip, tmp_path):
+    colours = [(250, 20, 20), (20, 20, 250), (240, 240, 240)]
+    paths = []
+    for i, colour in enumerate(colours):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    table, _, _ = client.predict([handle_file(str(p)) for p in paths], "two red circles", [], False, 3,
+                                 f"clip:{tiny_clip}", "none", api_name="/score")
+    assert table["headers"][:3] == ["rank", "image", "score"] and len(table["data"]) == 3
+    shown = {row[1]: row[2] for row in table["data"]}
+    # The page shows the tiny CLIP's own cosines, best first.
+    pixels = torch.tensor([c for c in colours], dtype=torch.float32)[:, :, None, None].expand(3, 3, 32, 32) / 255
+    expected = load_verifier(f"clip:{tiny_clip}", device="cpu")(pixels, "two red circles")
+    assert [shown[p.name] for p in paths] == pytest.approx(expected.tolist(), abs=1e-3)
+    assert [row[2] for row in table["data"]] == sorted(shown.values(), reverse=True)
+
+
+def test_generate_with_a_vlm_and_aesthetic_ensemble(client, tiny_vlms, tiny_aesthetic):
+    spec = f"vlm:{tiny_vlms['llava']}+aesthetic:{tiny_aesthetic}@0.1"
+    image, gallery, _, summary, *_ = client.predict(*request(strategy="bon", budget="2x", verifier=spec),
+                                                    api_name="/generate")
+    assert Image.open(image).size[0] >= 16 and len(gallery) == 2 and "Best-of-N" in summary
+    shown = [float(g["caption"].split(" · ")[0]) for g in gallery]
+    # The captions are the ensemble's scores: the same search outside the demo (the page's images are
+    # re-encoded, so they are not scored again) gives them, and they mix both members, weighted 1 : 0.1.
+    from rd_inference import search
+
+    ensemble = load_verifier(spec, device="cpu", criteria="alignment")
+    result = search(tiny_sd(), SOP["prompt"], verifier=ensemble, strategy="bon", budget="2x", steps=4, seed=0)
+    scores = sorted((n.score for n in result.tree.nodes), reverse=True)
+    assert shown == pytest.approx(scores, abs=6e-4)
+    pixels = torch.stack([torch.from_numpy(np.array(result.candidates[n.id])).permute(2, 0, 1)
+                          for n in sorted(result.tree.nodes, key=lambda n: -n.score)]).float() / 255
+    vlm = load_verifier(f"vlm:{tiny_vlms['llava']}", device="cpu", criteria="alignment")(pixels, SOP["prompt"])
+    aesthetic = load_verifier(f"aesthetic:{tiny_aesthetic}", device="cpu")(pixels, SOP["prompt"])
+    assert shown == pytest.approx(((vlm + 0.1 * aesthetic) / 1.1).tolist(), abs=6e-4)
+    assert not torch.allclose(vlm, aesthetic, atol=1e-2)

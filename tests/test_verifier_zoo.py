@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 from PIL import Image
-from tiny_pipelines import _clip_config, tiny_sd, tiny_tokenizer
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
+from tiny_pipelines import tiny_sd
+from tiny_scorers import build_tiny_clip
+from transformers import CLIPModel
 
 from rd_inference import BrightnessVerifier, ColorVerifier, search
 from rd_inference.checks import UserError
@@ -24,15 +25,7 @@ PROMPT = "two red circles"
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    vision = CLIPVisionConfig(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                              num_attention_heads=2, projection_dim=16)
-    model = CLIPModel(CLIPConfig(text_config=_clip_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16))
-    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
-    model.save_pretrained(folder, safe_serialization=True)
-    tiny_tokenizer().save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(folder)
-    return folder
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def images(n=3):
@@ -197,3 +190,30 @@ def test_a_non_finite_ensemble_member_is_named(tmp_path):
         search(tiny_sd(), PROMPT, verifier=ensemble, strategy="bon", n=2, steps=4, height=16, width=16,
                out=tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_score_command_ranks_images_with_pickscore(tiny_clip, tmp_path, capsys):
+    files = []
+    for i, x in enumerate(images()):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(files[-1])
+    assert main(["score", "--verifier", f"pickscore:{tiny_clip}", "--prompt", PROMPT, "--device", "cpu", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"verifier: pickscore:{tiny_clip}") and len(lines) == 2 + len(files)
+    ranked = [float(line.split()[1]) for line in lines[2:]]
+    assert ranked == sorted(ranked, reverse=True)
+    # PickScore is CLIP's logit: the command prints the library's scores, best first.
+    expected = load_verifier(f"pickscore:{tiny_clip}", device="cpu")(images(), PROMPT)
+    assert ranked == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-3)
+
+
+def test_generate_command_with_a_clip_verifier_on_the_embedded_model(tiny_clip, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    assert main(["generate", PROMPT, "--verifier", f"clip:{tiny_clip}", "--strategy", "bon", "--budget", "2x", "--seed", "3",
+                 "--out", str(run), "--device", "cpu"]) == 0
+    assert "chosen: node" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["config"]["verifier"] == {"name": "clip", "model": tiny_clip, "max_batch": 32}
+    assert len(summary["candidates"]) == 2 and all(-1 <= c["score"] <= 1 for c in summary["candidates"])

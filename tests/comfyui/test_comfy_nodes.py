@@ -351,3 +351,35 @@ def test_any_kind_loader_scores_with_an_ensemble_and_refuses_bad_names(executor,
     assert "does not exist" in cls.validate_inputs("clip:/no/such/clip", "mean", "")
     assert "openai:URL#MODEL" in cls.validate_inputs("openai:http://127.0.0.1:1", "mean", "")
     assert cls.validate_inputs("brightness", "rank", "") is True
+
+
+def test_any_kind_loader_takes_tiny_clip_pickscore_and_aesthetic_scorers(executor, tiny_clip, tiny_aesthetic):
+    from rd_inference.verifier_loading import load_verifier
+
+    specs = {"4": f"clip:{tiny_clip}", "30": f"pickscore:{tiny_clip}", "31": f"aesthetic:{tiny_aesthetic}"}
+    graph = ksampler_graph(strategy="bon", budget="2x")  # the search itself verifies with the tiny CLIP
+    for node, spec in specs.items():
+        # The node's default criteria stay: a scorer that asks no questions ignores them.
+        graph[node] = {"class_type": "RDLoadVerifier",
+                       "inputs": {"verifier": spec, "ensemble": "mean", "criteria": "alignment"}}
+        graph[f"4{node}"] = {"class_type": "RDYesTokenScore",
+                             "inputs": {"images": ["5", 3], "verifier": [node, 0], "prompt": "a red circle"}}
+        graph[f"6{node}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"4{node}", 0]}}
+    graph["50"] = {"class_type": "RDBestOfNImages",
+                   "inputs": {"images": ["5", 3], "verifier": ["31", 0], "prompt": "a red circle", "keep": 1}}
+    graph["51"] = {"class_type": "PreviewImage", "inputs": {"images": ["50", 0]}}
+    ok, messages, ex = executor(graph)
+    assert ok, errors(messages)
+    summary = json.loads(output(ex, "5", 2))
+    assert summary["config"]["verifier"] == {"name": "clip", "model": tiny_clip, "max_batch": 32}
+    candidates = output(ex, "5", 3)
+    assert candidates.shape == (2, 64, 64, 3)
+    for node, spec in specs.items():
+        expected = load_verifier(spec, device="cpu")(candidates.movedim(-1, 1), "a red circle")
+        scores = ex.caches.outputs.get(f"4{node}").outputs[3]
+        assert scores == pytest.approx(expected.tolist(), abs=1e-5), spec
+        assert output(ex, f"4{node}", 2) == pytest.approx(max(scores))
+    clip = load_verifier(specs["4"], device="cpu")(candidates.movedim(-1, 1), "a red circle")
+    assert sorted(c["score"] for c in summary["candidates"]) == pytest.approx(sorted(clip.tolist()), abs=1e-3)
+    kept = json.loads(output(ex, "50", 1))["kept"]
+    assert output(ex, "50", 0).shape == (1, 64, 64, 3) and kept[0]["score"] == pytest.approx(output(ex, "431", 2))
