@@ -179,3 +179,28 @@ def test_verifier_runs_are_compared_pair_by_pair(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| bon@4x | clip | 0.750" in out and "+25.0 pts" in out and "(1:0, p=1, 4 pairs)" in out
     assert "0.333 (≥ 0.7, 4 picks)" not in out and "0.250 (≥ 0.7, 4 picks)" in out
+
+
+def test_the_oracle_as_verifier_scores_its_own_verdicts_and_makes_best_of_n_pass_at_n():
+    """A perfect judge: score 1 exactly when the oracle passes, so Best-of-N with it finds a passing sample
+    whenever any of its N samples passes (never worse than one sample on the same pair)."""
+    import numpy as np
+
+    from rd_inference import search
+    from rd_inference.images import to_tensor
+    from rd_inference.pipelines import load_pipeline
+    from rd_inference.toyworld.oracle_verifier import OracleVerifier
+    from rd_inference.toyworld.worlds import get_world
+
+    world = get_world("v2")
+    verifier = OracleVerifier(world)
+    prompt = "two red circles"
+    good = world.render(world.sample_scene(prompt, np.random.default_rng(0)))
+    bad = world.render(world.sample_scene("three blue squares", np.random.default_rng(0)))
+    assert verifier(to_tensor([good, bad]), prompt).tolist() == [1.0, 0.0]
+    pipe = load_pipeline(world.pipeline_path, device="cpu")
+    for seed in range(3):
+        one = search(pipe, prompt, verifier=verifier, strategy="bon", n=1, seed=seed, steps=6)
+        best = search(pipe, prompt, verifier=verifier, strategy="bon", budget="4x", seed=seed, steps=6)
+        assert best.score == float(world.check(best.image, prompt).ok)
+        assert best.score >= one.score  # the 4 samples start with the single one's (same seed)

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="toy pipeline folder (default: the embedded one)")
     p.add_argument("--verifier", default=None,
                    help="toy VLM folder (default: the embedded one), or any --verifier of rd-tts generate: "
-                        "clip:FOLDER for the toy CLIP scorer, A+B for an ensemble")
+                        "clip:FOLDER for the toy CLIP scorer, A+B for an ensemble; 'oracle' searches with the world's "
+                        "exact oracle (a perfect judge: each strategy's ceiling)")
     p.add_argument("--ensemble", choices=["mean", "rank"], default="mean",
                    help="how an ensemble (verifiers joined by '+') combines scores")
     p.add_argument("--hack-threshold", type=float, default=0.5,
@@ -119,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model else default_model_path()
     verifier_spec = args.verifier or str(default_verifier_path())
-    verifier_name, verifier_dirs = _verifier_identity(verifier_spec, args.ensemble)
+    oracle = verifier_spec == "oracle"
     world = get_world(args.world or _world_of(model_dir))
+    verifier_name, verifier_dirs = (f"oracle:{world.name}", []) if oracle else _verifier_identity(
+        verifier_spec, args.ensemble)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.prompts:
         eval_prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
@@ -139,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or defaults.get("steps") or (10 if args.quick else 20)
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 4.0)
     pipe = load_pipeline(model_dir, device="cpu")
-    verifier = load_verifier(verifier_spec, device="cpu", aggregation=args.ensemble)
+    if oracle:
+        from ..toyworld.oracle_verifier import OracleVerifier
+
+        verifier = OracleVerifier(world)
+    else:
+        verifier = load_verifier(verifier_spec, device="cpu", aggregation=args.ensemble)
     out = Path(args.out)
     # Finished pairs are recorded beside --out while the run goes (so --out is complete or absent) and
     # moved into it at the end; a run started again with the same --out picks them up.
