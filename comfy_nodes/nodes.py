@@ -10,7 +10,6 @@ import torch
 from comfy_api.latest import io
 
 from ..rd_inference.budget import DEFAULT_MAX_NFE, ceiling_from_text
-from ..rd_inference.images import to_tensor
 from ..rd_inference.pairwise import tournament
 from ..rd_inference.ranking import finished, ranking, scored_image
 from ..rd_inference.strategies import STRATEGIES
@@ -24,6 +23,7 @@ from .verifier import (
     model_folders,
     resolve_model,
 )
+from .video import DEFAULT_VERIFY_FRAMES, as_frames, candidate_batch
 
 IMAGES_TIP = "A batch of images to judge."
 VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
@@ -330,15 +330,19 @@ class SearchKSampler(io.ComfyNode):
                              tooltip="How many images the candidates output holds: the first rows of the ranking, "
                              "so the chosen image and the best other finished images; x0-predictions of unfinished "
                              "paths only when fewer images finished (0 = every verified candidate)."),
+                io.Int.Input("verify_frames", default=DEFAULT_VERIFY_FRAMES, min=1, max=1024, optional=True,
+                             tooltip="Video latents (Wan 2.1): a candidate video's score is the mean of the "
+                             "verifier's scores on this many evenly spaced frames, first and last included."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
-                io.Image.Output(display_name="image", tooltip="The chosen image, decoded."),
+                io.Image.Output(display_name="image", tooltip="The chosen image, decoded (a video: its frames)."),
                 io.String.Output(display_name="scores_json", tooltip="The full record: chosen node, forwards "
                                  "spent, every candidate's score, then the configuration."),
                 io.Image.Output(display_name="candidates", tooltip="Every verified candidate in the order of "
                                 "the ranking output: the chosen image, the other finished images by score, then "
-                                "the x0-predictions scored on unfinished paths."),
+                                "the x0-predictions scored on unfinished paths (videos: every frame of each, "
+                                "candidate after candidate)."),
                 io.String.Output(display_name="ranking", tooltip="A markdown table (connect a Preview Any node): "
                                  "rank, score, what was scored (a finished image, or the x0-prediction of a path "
                                  "still at noise level L, whose score does not compare with a finished one's), "
@@ -356,11 +360,12 @@ class SearchKSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
-                cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE, keep=0) -> io.NodeOutput:
+                cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE, keep=0,
+                verify_frames=DEFAULT_VERIFY_FRAMES) -> io.NodeOutput:
         results = []
         sampler = search_sampler(strategy=strategy_id(strategy), params={}, verifier=verifier, vae=vae, prompt=prompt,
                                  budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
-                                 max_nfe=ceiling_from_text(max_forwards))
+                                 max_nfe=ceiling_from_text(max_forwards), verify_frames=verify_frames)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
@@ -374,9 +379,8 @@ class SearchKSampler(io.ComfyNode):
         summary = {k: summary[k] for k in ("chosen", "counts", "candidates", "config")}
         ranked = ranking(result)
         kept = ranked[:keep] if keep else ranked
-        candidates = to_tensor([result.candidates[i] for i in kept]).movedim(1, -1)
-        return io.NodeOutput(out, vae.decode(samples), json.dumps(summary, indent=1, default=str), candidates,
-                             ranking_text(result, ranked))
+        return io.NodeOutput(out, as_frames(vae.decode(samples)), json.dumps(summary, indent=1, default=str),
+                             candidate_batch(result, kept), ranking_text(result, ranked))
 
 
 UNFINISHED_NOTE = ("x0 at noise L: the clean image predicted from a path still at noise level L (1 pure noise, "

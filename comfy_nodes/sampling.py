@@ -4,7 +4,8 @@ ComfyUI hands a sampler function ``model(x, sigma) -> denoised`` (guidance, cond
 patches already inside), the sigma grid and a noised latent. The function below wraps that model in a
 :class:`~rd_inference.denoisers.kdiffusion.KDiffusionDenoiser` and runs an rd_inference strategy on it.
 The state space comes from the model's own ``model_sampling`` (its noise scaling), so epsilon, v-prediction
-and flow models re-noise correctly.
+and flow models re-noise correctly. A video latent [B, C, T, H, W] (Wan 2.1) is searched as videos: see
+:mod:`.video`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from ..rd_inference.budget import DEFAULT_MAX_NFE
 from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
 from ..rd_inference.images import to_pil
 from ..rd_inference.strategies import get_strategy
+from .video import (
+    DEFAULT_VERIFY_FRAMES,
+    VideoKDiffusionDenoiser,
+    decoded_frames,
+    is_video,
+    preview_image,
+    vae_decoder,
+)
 
 log = logging.getLogger("rd_inference")
 
@@ -134,10 +143,12 @@ def search_function(
     max_batch: int = 8,
     on_result: Callable[[SearchResult], None] | None = None,
     max_nfe: int | str | None = DEFAULT_MAX_NFE,
+    verify_frames: int = DEFAULT_VERIFY_FRAMES,
 ) -> Callable[..., torch.Tensor]:
     """A sampler function for ``comfy.samplers.KSAMPLER``: runs ``strategy`` and returns the chosen latent.
     The plan (forwards, decodes, images verified, rough time) goes to the console before the search; a
-    plan above ``max_nfe`` forwards is refused there."""
+    plan above ``max_nfe`` forwards is refused there. On a video latent the verifier scores
+    ``verify_frames`` evenly spaced frames of each candidate video."""
     check_settings(prompt, strategy, params)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -162,10 +173,6 @@ def search_function(
         def noise_scaling(sigma: float, noise: torch.Tensor) -> torch.Tensor:
             return ms.noise_scaling(torch.tensor(sigma), noise, latent_image.to(noise), max_denoise=max_denoise)
 
-        def decode(x0: torch.Tensor) -> torch.Tensor:
-            images = vae.decode(base.process_latent_out(x0.to(torch.float32)))
-            return images.reshape(-1, *images.shape[-3:]).movedim(-1, 1)
-
         finals: dict[int, torch.Tensor] = {}
 
         def keep_finals(x_end: torch.Tensor, generators) -> None:
@@ -173,12 +180,17 @@ def search_function(
                 finals[g.initial_seed()] = row  # a node's generator is seeded with the node's seed
 
         cfg = float(getattr(guider, "cfg", 1.0))
-        den = KDiffusionDenoiser(
+        video = is_video(x)
+        make, frames = KDiffusionDenoiser, {}
+        if video:
+            make = VideoKDiffusionDenoiser
+            frames = {"num_frames": decoded_frames(vae, x.shape[2]), "verify_frames": verify_frames}
+        den = make(
             lambda xb, s: model(xb, s, **extra_args),
             sigmas,
             space=space,
             latent_shape=x.shape[1:],
-            decode_fn=decode,
+            decode_fn=vae_decoder(vae, base, video),
             prompt=prompt,
             level=model_level(ms, sigmas, space),
             noise_scaling=noise_scaling,
@@ -188,6 +200,7 @@ def search_function(
             dtype=x.dtype,
             on_final=keep_finals,
             extra_config={"model": type(base).__name__, "cfg": cfg},
+            **frames,
         )
         seed = extra_args.get("seed")
         scorer = _ScoreThenReload(verifier, guider)
@@ -207,7 +220,7 @@ def search_function(
         if callback is not None:  # ComfyUI's preview and SamplerCustomAdvanced's denoised output
             s = sigmas[-2]
             callback({"x": best, "i": len(sigmas) - 2, "sigma": s, "sigma_hat": s, "denoised": best})
-        progress.show_chosen(result.image)  # after the callback's own preview, so it is the last one
+        progress.show_chosen(preview_image(result.image))  # after the callback's own preview, so it is the last one
         if on_result is not None:
             on_result(result)
         return best

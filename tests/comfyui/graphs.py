@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from conftest import REPO
+
 SOP = {"n": 2, "m": 2, "delta_f": 0.3, "delta_b": 0.5, "sigma_start": 0.4, "max_batch": 8}
 
 
@@ -65,4 +69,26 @@ def prompt_once_graph(text="a red circle"):
     graph["12"] = {"class_type": "RDTestTinyCLIP", "inputs": {}}
     graph["13"] = {"class_type": "RDSearchPromptEncode", "inputs": {"text": text, "clip": ["12", 0]}}
     graph["5"]["inputs"].update({"positive": ["13", 0], "prompt": ["13", 1]})
+    return graph
+
+
+# The example workflow's loaders and sizes -> the tiny test models (tests/comfyui/tiny_comfy_nodes.py).
+TINY_LOADERS = {"UNETLoader": "RDTestTinyWan", "CLIPLoader": "RDTestTinyCLIP", "VAELoader": "RDTestTinyWanVAE"}
+
+
+def wan_video_graph(length=9, steps=4, **search):
+    """workflows/api/search_ksampler_wan_video.json with ComfyUI's Wan 2.1 model class and VAE at tiny sizes in
+    place of the loaded files, the brightness verifier in place of the VLM, and a 32x32 video of ``length``
+    frames; ``search`` overrides the Search KSampler's inputs."""
+    graph = json.loads((REPO / "workflows" / "api" / "search_ksampler_wan_video.json").read_text())
+    for node in graph.values():
+        kind = node["class_type"]
+        if kind in TINY_LOADERS:
+            node.update(class_type=TINY_LOADERS[kind], inputs={})
+        elif kind == "RDLoadVLMVerifier":
+            node["inputs"].update(model="(use path)", path="brightness", quantization="none")
+        elif kind == "EmptyHunyuanLatentVideo":
+            node["inputs"].update(width=32, height=32, length=length)
+        elif kind == "RDSearchKSampler":
+            node["inputs"].update({"steps": steps, "max_batch": 8, "verify_frames": 3, **search})
     return graph

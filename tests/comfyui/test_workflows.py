@@ -16,6 +16,7 @@ WORKFLOWS = REPO / "workflows"
 MODEL_INPUTS = {
     "ckpt_name": "checkpoints",
     "unet_name": "diffusion_models",
+    "clip_name": "text_encoders",
     "clip_name1": "text_encoders",
     "clip_name2": "text_encoders",
     "vae_name": "vae",

@@ -1,5 +1,6 @@
 """Test-only ComfyUI custom node (one file, V1 style): a tiny random-weight SD 1.5 model, a tiny TAESD VAE
-and random conditioning, so graphs run on a CPU in seconds without any downloaded weights.
+and random conditioning, and ComfyUI's own Wan 2.1 text-to-video model and Wan 2.1 VAE built from tiny
+configs, so graphs run on a CPU in seconds without any downloaded weights.
 
 Loaded by the tests in-process (``nodes.load_custom_node``) and by the loopback server test (through a
 ``custom_nodes`` folder named in an extra_model_paths.yaml).
@@ -7,6 +8,7 @@ Loaded by the tests in-process (``nodes.load_custom_node``) and by the loopback 
 
 import functools
 
+import comfy.ldm.wan.vae
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
@@ -54,6 +56,61 @@ def tiny_model_and_vae():
     taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
     _init(taesd, 1, 0.1)
     return patcher, comfy.sd.VAE(sd=taesd.state_dict())
+
+
+# ComfyUI's Wan 2.1 T2V class (WanModel under model_base.WAN21, flow sampling with shift 8) at tiny sizes:
+# 2 heads of 16 channels, 2 blocks; text_dim is CONTEXT_DIM so TinyCLIP's conditioning fits it.
+WAN = {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "in_dim": 16, "out_dim": 16,
+       "dim": 32, "ffn_dim": 64, "freq_dim": 32, "text_dim": CONTEXT_DIM, "num_heads": 2, "num_layers": 2}
+WAN_VAE_DIM = 8  # the Wan 2.1 VAE's base width (96 in the real one); ComfyUI reads it off the weights
+
+
+@functools.cache
+def tiny_wan():
+    config = comfy.supported_models.WAN21_T2V(dict(WAN))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    _init(model, 2, 0.02)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+@functools.cache
+def tiny_wan_vae():
+    vae = comfy.ldm.wan.vae.WanVAE(dim=WAN_VAE_DIM, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                   attn_scales=[], temperal_downsample=[False, True, True])
+    _init(vae, 3, 0.1)
+    return comfy.sd.VAE(sd=vae.state_dict())  # detected as a Wan 2.1 VAE by its keys, as VAELoader does
+
+
+class TinyWan:
+    """In place of UNETLoader on a Wan 2.1 T2V file."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self):
+        return (tiny_wan(),)
+
+
+class TinyWanVAE:
+    """In place of VAELoader on wan_2.1_vae.safetensors."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self):
+        return (tiny_wan_vae(),)
 
 
 class TinySD15:
@@ -109,4 +166,4 @@ class TinyCLIP:
 
 
 NODE_CLASS_MAPPINGS = {"RDTestTinySD15": TinySD15, "RDTestTinyConditioning": TinyConditioning,
-                       "RDTestTinyCLIP": TinyCLIP}
+                       "RDTestTinyCLIP": TinyCLIP, "RDTestTinyWan": TinyWan, "RDTestTinyWanVAE": TinyWanVAE}

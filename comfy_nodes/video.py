@@ -1,0 +1,94 @@
+"""Video latents in the search nodes: ComfyUI's 5-D latents [B, C, T, H, W] (Wan 2.1 from
+``EmptyHunyuanLatentVideo``) are searched as videos.
+
+A video path decodes to frames [B, F, 3, H, W]; the denoiser says it makes videos with ``media = "video"``
+and ``verify_frames``, and the core then scores each candidate by the mean of the verifier's scores over
+that many evenly spaced frames (:class:`~rd_inference.video.FrameSampledVerifier`). The nodes hand ComfyUI
+frames as an IMAGE batch [F, H, W, 3], as ``VAEDecode`` does. While the search runs, the node's preview
+shows the best-scored frame so far; at the end, the chosen video's middle frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
+from ..rd_inference.images import to_tensor
+
+DEFAULT_VERIFY_FRAMES = 4
+
+
+def is_video(latent: torch.Tensor) -> bool:
+    """ComfyUI's video latents have a time axis: [B, C, T, H, W]."""
+    return latent.ndim == 5
+
+
+def decoded_frames(vae: Any, latent_frames: int) -> int:
+    """Frames ``vae`` decodes from ``latent_frames`` latent frames (Wan 2.1: 4 (T - 1) + 1)."""
+    r = vae.temporal_compression_decode()
+    if r is None:
+        raise ValueError("this VAE does not decode videos, but the latent is a video [B, C, T, H, W]: connect the "
+                         "video model's own VAE (for Wan 2.1, wan_2.1_vae)")
+    return (latent_frames - 1) * r + 1
+
+
+def check_verify_frames(verify_frames: int, num_frames: int) -> None:
+    if not 1 <= verify_frames <= num_frames:
+        raise ValueError(f"verify_frames is {verify_frames} but the video has {num_frames} frames: set verify_frames "
+                         f"between 1 and {num_frames}, or make the video longer")
+
+
+class VideoKDiffusionDenoiser(KDiffusionDenoiser):
+    """:class:`KDiffusionDenoiser` whose ``decode_fn`` gives videos [B, F, 3, H, W] in [0, 1]; the verifier
+    sees ``verify_frames`` evenly spaced frames of each."""
+
+    media = "video"
+
+    def __init__(self, *args: Any, num_frames: int, verify_frames: int, **kwargs: Any):
+        check_verify_frames(verify_frames, num_frames)
+        self.num_frames = int(num_frames)
+        self.verify_frames = int(verify_frames)
+        super().__init__(*args, **kwargs)
+
+    def _decode_chunk(self, x0: torch.Tensor) -> torch.Tensor:
+        video = self.decode_fn(x0)
+        if video.ndim != 5 or video.shape[2] != 3:
+            raise ValueError(f"decode_fn must return videos [B,F,3,H,W], got {tuple(video.shape)}")
+        return video
+
+    def config(self) -> dict:
+        return {**super().config(), "num_frames": self.num_frames, "verify_frames": self.verify_frames}
+
+
+def vae_decoder(vae: Any, base: Any, video: bool):
+    """Clean latents -> the core's layout: images [B, 3, H, W] or videos [B, F, 3, H, W], in [0, 1].
+    ComfyUI's ``VAE.decode`` gives [B, H, W, 3] for images and [B, F, H, W, 3] for videos."""
+
+    def decode(x0: torch.Tensor) -> torch.Tensor:
+        out = vae.decode(base.process_latent_out(x0.to(torch.float32)))
+        if video:
+            return out.movedim(-1, 2)
+        return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1)
+
+    return decode
+
+
+def as_frames(decoded: torch.Tensor) -> torch.Tensor:
+    """``VAE.decode``'s output as one ComfyUI IMAGE batch: a video's frames one after another (as VAEDecode)."""
+    return decoded.reshape(-1, *decoded.shape[-3:])
+
+
+def preview_image(media):
+    """A PIL image to preview: the image itself, or a video's middle frame."""
+    return media[len(media) // 2] if isinstance(media, (list, tuple)) else media
+
+
+def candidate_batch(result: Any, node_ids: list[int]) -> torch.Tensor:
+    """The candidates ``node_ids`` as one ComfyUI IMAGE batch [N, H, W, 3]; a video candidate gives all its
+    frames, candidate after candidate (N = candidates x frames)."""
+    items = [result.candidates[i] for i in node_ids]
+    if items and isinstance(items[0], (list, tuple)):
+        return torch.cat([to_tensor(frames) for frames in items]).movedim(1, -1)
+    return to_tensor(items).movedim(1, -1)
