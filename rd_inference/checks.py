@@ -251,7 +251,8 @@ def check_criteria(spec, what: str = "--criteria", *, pairwise: bool = False):
 def size_factor(folder: str | os.PathLike) -> int | None:
     """Pixels per latent cell of a local diffusers folder, read from its configs without loading it:
     the VAE's downsampling (2 ** (blocks - 1)), twice that for SD3/FLUX whose transformers patch 2x2; a
-    video VAE's ``scale_factor_spatial`` times the transformer's spatial patch (Wan: 8 x 2)."""
+    video VAE's ``scale_factor_spatial`` times the transformer's spatial patch (Wan: 8 x 2); for LTX-Video
+    that cell rounded up to a multiple of 32, the sizes ``LTXPipeline`` takes (released LTX-Video: 32)."""
     folder = Path(folder).expanduser()
     try:
         name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
@@ -259,6 +260,10 @@ def size_factor(folder: str | os.PathLike) -> int | None:
         if "scale_factor_spatial" in vae:
             patch = json.loads((folder / "transformer" / "config.json").read_text()).get("patch_size", [1, 1, 1])
             return int(vae["scale_factor_spatial"]) * int(patch[1] if isinstance(patch, list) else patch)
+        if "spatio_temporal_scaling" in vae:  # LTX-Video's VAE; LTXPipeline also wants multiples of 32
+            ratio = vae.get("spatial_compression_ratio") or vae["patch_size"] * 2 ** sum(vae["spatio_temporal_scaling"])
+            patch = json.loads((folder / "transformer" / "config.json").read_text()).get("patch_size", 1)
+            return math.lcm(32, int(ratio) * int(patch))
         blocks = vae["block_out_channels"]
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None

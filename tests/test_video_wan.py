@@ -168,7 +168,7 @@ def test_cli_generate_writes_an_mp4_run_and_regenerates_it(tmp_path):
 
 
 @pytest.mark.parametrize("index, says", [
-    ({"_class_name": "LTXPipeline"}, "holds a LTXPipeline, which the search does not support; supported: "),
+    ({"_class_name": "LTXImageToVideoPipeline"}, "holds a LTXImageToVideoPipeline, which the search does not support"),
     ({"_class_name": "WanImageToVideoPipeline"}, "holds a WanImageToVideoPipeline"),
     ({"_class_name": "CogVideoXPipeline"}, "holds a CogVideoXPipeline"),
     ({"_class_name": "WanPipeline", "boundary_ratio": 0.875, "transformer_2": ["diffusers", "WanTransformer3DModel"]},
@@ -184,3 +184,19 @@ def test_an_unsupported_video_pipeline_is_refused_before_loading(tmp_path, index
     message = str(err.value)
     assert "\n" not in message and says in message
     assert "WanPipeline" in message or "Wan 2.1" in message
+
+
+@pytest.mark.parametrize("strategy", ["zo", "prune"])
+def test_zero_order_and_pruning_spend_best_of_ns_budget_as_planned_and_repeat_bytes(pipe, strategy):
+    runs = [search(pipe, PROMPT, verifier=BrightnessVerifier(), strategy=strategy, budget="4x", seed=5,
+                   verify_frames=2, **TINY) for _ in range(2)]
+    a, b = runs
+    assert a.counts["budget_nfe"] == a.counts["nfe"] == a.counts["planned_nfe"] == 4 * TINY["steps"] * 2
+    den = make_denoiser(pipe, PROMPT, steps=TINY["steps"], height=16, width=16, num_frames=9)
+    plan = dry_run(den, get_strategy(strategy), a.config["params"], seed=5)
+    assert (plan.forwards, plan.decodes, plan.verifier_images) == (a.counts["nfe"], a.counts["decodes"],
+                                                                   a.counts["verifier_images"])
+    assert a.counts["verifier_frames"] == 2 * a.counts["verifier_images"]
+    assert a.node_id == b.node_id and a.tree.to_jsonl() == b.tree.to_jsonl()
+    for frames_a, frames_b in zip(a.candidates.values(), b.candidates.values()):
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(frames_a, frames_b))

@@ -17,6 +17,7 @@ def denoisers() -> dict[type, type[Denoiser]]:
     """Pipeline class -> adapter. Subclasses of these pipelines (e.g. community variants) are accepted."""
     from diffusers import (
         FluxPipeline,
+        LTXPipeline,
         StableDiffusion3Pipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
@@ -24,6 +25,7 @@ def denoisers() -> dict[type, type[Denoiser]]:
     )
 
     from .flow import FluxDenoiser, StableDiffusion3Denoiser
+    from .ltx import LTXDenoiser
     from .stable_diffusion import StableDiffusionDenoiser, StableDiffusionXLDenoiser
     from .wan import WanDenoiser
 
@@ -33,6 +35,7 @@ def denoisers() -> dict[type, type[Denoiser]]:
         StableDiffusion3Pipeline: StableDiffusion3Denoiser,
         FluxPipeline: FluxDenoiser,
         WanPipeline: WanDenoiser,
+        LTXPipeline: LTXDenoiser,
     }
 
 
@@ -43,7 +46,7 @@ def __getattr__(name: str):
 
 
 def family_of(class_name: str | None) -> str | None:
-    """The adapter family ("sd", "sdxl", "sd3", "flux", "wan") of a diffusers pipeline class name (subclasses
+    """The adapter family ("sd", "sdxl", "sd3", "flux", "wan", "ltx") of a diffusers pipeline class name (subclasses
     included), or None for an unknown or unsupported class."""
     import diffusers
 
