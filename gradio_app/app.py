@@ -12,20 +12,23 @@ from rd_inference.budget import ceiling_from_text
 from rd_inference.checks import check_guidance, check_image_file, check_seed, check_steps
 from rd_inference.criteria import builtin_criteria
 from rd_inference.pairwise import tournament
-from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
+from rd_inference.video import FrameSampledVerifier, folder_makes_video, makes_video
 
-from .backend import Backend, Cancelled, _blank, readable_errors
+from .backend import SOP_FIELDS, Backend, Cancelled, _blank, embedded_sop_settings, readable_errors  # noqa: F401
 from .plot import search_figure
 from .views import (
     STRATEGIES,
     STRATEGY_NAMES,
     _basename,
     _display,
+    chosen_views,
     equal_compute_note,
     gallery_items,
+    result_visibility,
     strategy_params,
     summary_markdown,
     tournament_markdown,
+    video_controls,
 )
 
 QUANTIZATIONS = ["none", "8bit", "4bit"]
@@ -36,32 +39,19 @@ DEFAULTS: dict[str, Any] = {
     "n": 2, "m": 2, "sigma_start": 0.11, "delta_f": 0.78, "delta_b": 0.81, "widen": 1.0, "rollover": False,
     "keep_parent": False, "steps": None, "guidance": None,
     "model": "", "verifier": "", "quantization": "none", "max_forwards": "256x",
+    "num_frames": None, "verify_frames": None, "verify_mode": "joint",  # shown for video models only
 }
-SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover", "keep_parent")  # the page's SoP fields
-
-
-def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
-    """The embedded toy model's tuned Search over Paths settings for the page's fields, as the command
-    line uses them (its folder's ``rd_inference_defaults.json``); none when the page loads other models."""
-    if not backend.uses_embedded_loaders:
-        return {}
-    try:
-        sop = model_defaults(EMBEDDED_PIPELINE).get("strategies", {}).get("sop", {})
-    except (OSError, ValueError):  # the embedded model is not installed: the page says so elsewhere
-        return {}
-    return {k: sop[k] for k in SOP_FIELDS if k in sop}
-
-
 def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | None = None,
                max_queue: int = 8) -> gr.Blocks:
     """The Blocks app, queued: one device job at a time (generate, score, rationale share the device), at
     most ``max_queue`` waiting; a full queue answers "Queue is full" in the page."""
     backend = backend or Backend()
     d = {**DEFAULTS, **embedded_sop_settings(backend), **(defaults or {})}
+    d["video"] = folder_makes_video(_blank(d["model"]))
     criteria_names = list(builtin_criteria())
 
     def run_one(pipe, verifier, prompt, strategy, budget, seed, steps, guidance, params, progress, part,
-                max_nfe, cancel):
+                max_nfe, cancel, sizes):
         name, kw = strategy_params(strategy, *params)
         first, span = part
         label = f"{STRATEGY_NAMES[strategy]}: " if span < 1 else ""
@@ -80,16 +70,18 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             pipe, prompt, verifier=verifier, strategy=name, budget=None if strategy == "one" else budget,
             seed=int(seed), steps=None if steps is None else int(steps),
             guidance_scale=None if guidance is None else float(guidance), progress=on_step, on_plan=on_plan,
-            max_nfe=max_nfe, **kw,
+            max_nfe=max_nfe, **sizes, **kw,
         )
         label = STRATEGY_NAMES[strategy]
         title = f"{label}: score per node per round"
-        return result, [_display(result.image), gallery_items(result),
-                        search_figure(result.tree.plot_data(result.node_id), title), summary_markdown(result, label)]
+        image, video, frames = chosen_views(result)
+        return result, [image, gallery_items(result), search_figure(result.tree.plot_data(result.node_id), title),
+                        summary_markdown(result, label, getattr(verifier, "note", None))], [video, frames]
 
     def generate(prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m, sigma_start, delta_f,
                  delta_b, widen, rollover, keep_parent, steps, guidance, model, verifier_spec, quantization,
-                 max_forwards, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
+                 max_forwards, num_frames=None, verify_frames=None, verify_mode="joint", request: gr.Request = None,
+                 progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
         cancel = backend.start_job(request.session_hash if request else None)
         if not prompt or not prompt.strip():
             raise gr.Error("Enter a prompt first.", print_exception=False)
@@ -104,30 +96,41 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             progress(0.0, desc="loading models")
             pipe = backend.model(model)
             verifier = backend.verifier(verifier_spec, quantization, criteria)
-            # Empty steps/guidance fields take the model folder's recommended settings (the embedded toy
-            # model ships them), as the command line does.
-            recommended = model_defaults(_blank(model) or EMBEDDED_PIPELINE)
+            # Empty steps/guidance fields (and the size) take the model folder's recommended settings, as the
+            # command line does.
+            recommended = backend.recommended(model)
             steps = steps if steps is not None else recommended.get("steps")
             guidance = guidance if guidance is not None else recommended.get("guidance_scale")
+            sizes = {k: recommended.get(k) for k in ("height", "width")}
+            if makes_video(pipe):  # the video fields count only for a video model (they are hidden otherwise)
+                sizes.update(num_frames=None if num_frames is None else int(num_frames),
+                             verify_frames=None if verify_frames is None else int(verify_frames))
+                verifier = FrameSampledVerifier(verifier, frames=verify_mode or None)
             parts = [(strategy, (0.0, 0.5 if compare else 1.0))]
             if compare:
                 parts.append((strategy_b, (0.5, 0.5)))
-            outputs, results = [], []
+            outputs, results, videos = [], [], []
             for strat, part in parts:
-                result, out = run_one(pipe, verifier, prompt.strip(), strat, budget, seed, steps, guidance, params,
-                                      progress, part, max_nfe, cancel)
+                result, out, video = run_one(pipe, verifier, prompt.strip(), strat, budget, seed, steps, guidance,
+                                             params, progress, part, max_nfe, cancel, sizes)
                 results.append(result)
                 outputs += out
+                videos += video
             if compare:
                 outputs[7] += equal_compute_note(*results)
         first = results[0]
-        outputs += [None] * (8 - len(outputs))
-        state = {"image": first.image, "prompt": prompt.strip(), "node": first.node_id}
-        return [*outputs, state]
+        if not compare:  # the second strategy's image, gallery, plot, summary and video stay empty
+            outputs += [None] * 4
+            videos.append(None)
+        state = {"image": first.image, "prompt": prompt.strip(), "node": first.node_id,
+                 "video": isinstance(first.image, list)}
+        return [*outputs, state, *videos[:3]]
 
     def explain(state, criteria, verifier_spec, quantization):
         if not state:
             raise gr.Error("Generate an image first; then ask why it won.", print_exception=False)
+        if state.get("video"):
+            return "The rationale explains a single image; this run chose a video."
         with readable_errors("Rationale"):
             verifier = backend.verifier(verifier_spec, quantization, criteria)
             if not callable(getattr(verifier, "rationale", None)):
@@ -221,6 +224,7 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                         guidance = gr.Number(d["guidance"], label="Guidance scale (empty = model default)")
                         max_forwards = gr.Textbox(d["max_forwards"], label="Max forwards: refuse a search planned "
                                                   "above this (forwards, or 256x = 256 samples' worth; none = no limit)")
+                    video_row, num_frames, verify_frames, verify_mode = video_controls(d)
                     with gr.Row():
                         run = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -228,10 +232,14 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
                     with gr.Row():
                         with gr.Column():
                             image_a = gr.Image(label="Chosen image", type="pil", elem_id="chosen")
+                            video_a = gr.Video(label="Chosen video", visible=False, elem_id="chosen_video")
                             summary_a = gr.Markdown(elem_id="summary")
                         with gr.Column(visible=False) as column_b:
                             image_b = gr.Image(label="Chosen image (second strategy)", type="pil")
+                            video_b = gr.Video(label="Chosen video (second strategy)", visible=False)
                             summary_b = gr.Markdown()
+                    frames_a = gr.Gallery(label="Frames of the chosen video", columns=8, height=200, visible=False,
+                                          format="png", elem_id="frames")  # png: the exact frames
                     gallery_a = gr.Gallery(label="Verified candidates: ★ chosen, then finished images best first, then x0@L (scored at noise level L before the path finished; not comparable): score · r round · n node", columns=4,
                                            height=320,
                                            elem_id="gallery")
@@ -244,12 +252,21 @@ def build_demo(backend: Backend | None = None, *, defaults: dict[str, Any] | Non
             state = gr.State(None)
             compare.change(lambda on: [gr.update(visible=on)] * 3, compare, [strategy_b, column_b, column_b2],
                            queue=False, api_visibility="private")
+
+            def show_video_fields(spec: str):  # from model_index.json: a hub id keeps them hidden (defaults apply)
+                return gr.update(visible=folder_makes_video(_blank(spec)))
+
+            model.change(show_video_fields, model, video_row, queue=False, api_visibility="private")
             job = run.click(generate, [prompt, criteria, strategy, budget, seed, compare, strategy_b, n, m,
                                        sigma_start, delta_f, delta_b, widen, rollover, keep_parent, steps, guidance,
-                                       model, verifier_spec, quantization, max_forwards],
-                            [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state],
+                                       model, verifier_spec, quantization, max_forwards, num_frames, verify_frames,
+                                       verify_mode],
+                            [image_a, gallery_a, plot_a, summary_a, image_b, gallery_b, plot_b, summary_b, state,
+                             video_a, frames_a, video_b],
                             api_name="generate", concurrency_id="device", concurrency_limit=1,
-                            show_progress_on=[image_a])  # one progress display, on the chosen image
+                            show_progress_on=[image_a, video_a])  # progress shows on the chosen image or video
+            job.success(result_visibility, state, [image_a, video_a, frames_a, image_b, video_b], queue=False,
+                        api_visibility="private")
 
             def cancel(request: gr.Request) -> None:
                 # The flag stops the search thread at its next step; Gradio's cancel frees the page at once.

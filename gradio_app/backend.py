@@ -73,6 +73,13 @@ class Backend:
             self._verifier = (key, self._load_verifier(*key))
         return self._verifier[1]
 
+    def recommended(self, spec: str | None) -> dict:
+        """The settings the model folder ``spec`` recommends (``rd_inference_defaults.json``); an empty field
+        is the embedded toy model (which ships them) only when this backend loads it, not an injected model."""
+        from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
+
+        return model_defaults(_blank(spec) or (EMBEDDED_PIPELINE if self.uses_embedded_loaders else None))
+
     def start_job(self, session: str | None) -> threading.Event:
         """A fresh cancel flag for the session's new search (a Cancel click sets it)."""
         flag = self._cancel[session or ""] = threading.Event()
@@ -98,6 +105,23 @@ class Backend:
             except FileNotFoundError:
                 missing.append(f"the embedded toy {what} is not installed: fill in the **{field}** field")
         return ("⚠️ " + "; ".join(missing) + " (under *Models*).") if missing else None
+
+
+SOP_FIELDS = ("m", "sigma_start", "delta_f", "delta_b", "widen", "rollover", "keep_parent")  # the page's SoP fields
+
+
+def embedded_sop_settings(backend: Backend) -> dict[str, Any]:
+    """The embedded toy model's tuned Search over Paths settings for the page's fields, as the command
+    line uses them (its folder's ``rd_inference_defaults.json``); none when the page loads other models."""
+    from rd_inference.pipelines import EMBEDDED_PIPELINE, model_defaults
+
+    if not backend.uses_embedded_loaders:
+        return {}
+    try:
+        sop = model_defaults(EMBEDDED_PIPELINE).get("strategies", {}).get("sop", {})
+    except (OSError, ValueError):  # the embedded model is not installed: the page says so elsewhere
+        return {}
+    return {k: sop[k] for k in SOP_FIELDS if k in sop}
 
 
 def _embedded(probe: Callable[[], Any], field: str, what: str) -> None:

@@ -13,6 +13,10 @@ in a file of the same format (JSON, or TOML on Python >= 3.11)::
 ``name`` and ``template`` are required, ``weight`` (default 1) and ``description`` optional. ``pairwise``
 templates are shown two images (image 1, then image 2) and must ask whether image 2 is better.
 
+The ``VIDEO_CRITERIA`` ask about a video as a whole; they are meant for a video's frames shown together in
+one prompt (:class:`rd_inference.video.FrameSampledVerifier`'s ``frames="joint"``, where each question
+follows a line saying the images are frames of one video, in order).
+
 Several criteria at once form an ensemble: :func:`aggregate` combines their probabilities by weighted
 mean, or by weighted mean rank (which no single criterion can dominate by being over-confident).
 """
@@ -34,6 +38,7 @@ PLACEHOLDER = "{prompt}"
 DEFAULT_CRITERION = "alignment"
 DEFAULT_PAIRWISE = "pairwise_alignment"
 AGGREGATIONS = ("mean", "rank")
+VIDEO_CRITERIA = ("video_alignment", "temporal_consistency", "motion")  # for frames shown together
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ def load_criteria_file(path: str | Path) -> tuple[dict[str, Criterion], dict[str
 
 
 def builtin_criteria() -> dict[str, Criterion]:
-    """The shipped pointwise criteria by name (alignment and its four parts, quality, plausibility, aesthetics)."""
+    """The shipped pointwise criteria by name: alignment and its four parts, quality, plausibility, aesthetics,
+    and the ``VIDEO_CRITERIA`` (prompt alignment across frames, temporal consistency, motion)."""
     return _builtins()[0]
 
 

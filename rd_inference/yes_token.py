@@ -26,7 +26,7 @@ from .checks import check_criteria
 from .criteria import AGGREGATIONS, Criterion, aggregate, resolve_criteria
 from .images import ImageBatch
 from .verifiers.prefix_cache import PrefixCache, chunks_of, groups_of
-from .verifiers.vlm_inputs import ChatInputsMixin
+from .verifiers.vlm_inputs import ChatInputsMixin, JointFramesMixin
 from .verifiers.vlm_loading import (  # noqa: F401  (answer_token_ids, load_image_processor: public here too)
     NO_WORDS,
     YES_WORDS,
@@ -71,7 +71,7 @@ class YesTokenScores:
 
 
 # ---------------------------------------------------------------------------------------------- verifier
-class YesTokenVerifier(SpecMixin, PairwiseMixin, PlacementMixin, ChatInputsMixin):
+class YesTokenVerifier(JointFramesMixin, SpecMixin, PairwiseMixin, PlacementMixin, ChatInputsMixin):
     """``verifier(images, prompt) -> FloatTensor[B]``: a VLM's probability of "yes" to task questions.
 
     Build it with :meth:`from_pretrained`. Picklable: the pickle keeps the model path and settings and
@@ -83,8 +83,8 @@ class YesTokenVerifier(SpecMixin, PairwiseMixin, PlacementMixin, ChatInputsMixin
     quantization.
 
     Its concerns live beside it in :mod:`rd_inference.verifiers`: ``vlm_loading`` (weights), ``vlm_spec``
-    (spec and pickling), ``vlm_placement`` (``on_device``, offload), ``vlm_inputs`` (chat inputs) and
-    ``vlm_pairwise`` (``compare``, ``rationale``); this class keeps construction and scoring.
+    (spec and pickling), ``vlm_placement`` (``on_device``, offload), ``vlm_inputs`` (chat inputs, a video's
+    frames in one prompt) and ``vlm_pairwise`` (``compare``, ``rationale``); this class keeps the rest.
     """
 
     def __init__(

@@ -23,8 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     video = p.add_argument_group("video pipelines (WanPipeline)")
     video.add_argument("--num-frames", type=int, default=None, help="frames of the video, 4k+1 (default 81)")
     video.add_argument("--verify-frames", type=int, default=None,
-                       help="evenly spaced frames of each candidate the verifier scores; a video's score is their "
-                       "mean (default 4)")
+                       help="evenly spaced frames of each candidate shown to the verifier (default 4; see "
+                       "--verify-mode)")
+    video.add_argument("--verify-mode", choices=("joint", "each"), default=None,
+                       help="joint: a candidate's frames go to a VLM verifier as one multi-image prompt (ask it the "
+                       "video criteria: --criteria video_alignment,temporal_consistency,motion); each: every frame "
+                       "scored alone and the scores averaged. Default: joint where the verifier can take it")
 
 
 def default_out(prompt: str, strategy: str, seed: int) -> Path:
@@ -65,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     verifier = load_verifier(args.verifier, device=device, quantization=args.quantization, criteria=args.criteria,
                              offload=args.offload, attention=args.verifier_attention,
                              compile=args.compile, aggregation=args.ensemble)
+    if args.verify_mode is not None:  # the search binds it to the video's verify_frames
+        from ..video import FrameSampledVerifier
+
+        verifier = FrameSampledVerifier(verifier, frames=args.verify_mode)
     pipe = load_pipeline(args.model, dtype=args.dtype, device=device, attention=args.attention,
                          compile=args.compile)
     if args.plan:

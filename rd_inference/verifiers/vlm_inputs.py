@@ -2,7 +2,9 @@
 
 :class:`ChatInputsMixin` checks the images (a [B,3,H,W] tensor in [0,1] or PIL images) and the prompts
 (one, or one per image), and renders rows of (images, question) through the processor's chat template,
-left padded, on the verifier's device.
+left padded, on the verifier's device. A row may hold several images (several image placeholders in one
+user turn, each after an "Image i:" label), which LLaVA, Qwen2/2.5/3-VL, Idefics3 and Gemma 3 processors
+accept; :class:`JointFramesMixin` uses that to show a video's sampled frames in one prompt.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import torch
 from PIL import Image
 
 from ..images import ImageBatch, to_pil
+
+# Put before each criterion's question in a joint prompt: the criteria speak of "the image" or "the video".
+FRAMES_PREAMBLE = "The {k} images are frames of one video, in time order (image 1 first)."
 
 
 class ChatInputsMixin:
@@ -74,3 +79,48 @@ class ChatInputsMixin:
             else v
             for k, v in inputs.items()
         }
+
+
+class JointFramesMixin:
+    """``score_frames``: each criterion asked once per video, with the video's frames as the images of one
+    prompt (one row, so one forward slot, per video and criterion), for
+    :class:`rd_inference.video.FrameSampledVerifier`'s ``frames="joint"``.
+
+    ``from_spec`` also reads back the ``frames`` key that the video wrapper adds to this verifier's spec: a
+    run's ``summary.json`` then rebuilds the wrapper (and so its mode) around the rebuilt verifier. The host
+    has ``criteria``, ``probability``, ``aggregation``, ``yes_no_logprobs``, ``_pil_images`` and ``_prompts``,
+    and this mixin comes before :class:`~rd_inference.verifiers.vlm_spec.SpecMixin` among its bases.
+    """
+
+    def score_frames(self, videos: Sequence[ImageBatch], prompt: str | Sequence[str], criteria: Any = None) -> Any:
+        """Per-video, per-criterion probabilities and the combined reward (a ``YesTokenScores``, [B, C]).
+
+        Args:
+            videos: B videos, each its frames as a tensor [k,3,H,W] in [0,1] or a list of k PIL images.
+            prompt: the generation prompt (one for all videos, or one per video).
+            criteria: override this verifier's criteria for this call (e.g. the video criteria
+                ``video_alignment``, ``temporal_consistency``, ``motion``).
+        """
+        from ..criteria import resolve_criteria
+        from ..yes_token import YesTokenScores
+
+        clips = [self._pil_images(v) for v in videos]
+        if not clips:
+            raise ValueError("no videos given: pass at least one video's frames")
+        prompts = self._prompts(prompt, len(clips))
+        crits = self.criteria if criteria is None else resolve_criteria(criteria)
+        rows = [(frames, f"{FRAMES_PREAMBLE.format(k=len(frames))} {c.render(p)}")
+                for frames, p in zip(clips, prompts) for c in crits]
+        lp = self.yes_no_logprobs(rows).view(len(clips), len(crits), 2)
+        return YesTokenScores(full=lp[..., 0].exp(), conditional=torch.sigmoid(lp[..., 0] - lp[..., 1]),
+                              criteria=crits, probability=self.probability, aggregation=self.aggregation)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **load_kwargs: Any) -> Any:
+        """The verifier of ``spec``; a spec with ``frames`` gives it back inside the video wrapper with that mode."""
+        if "frames" not in spec:
+            return super().from_spec(spec, **load_kwargs)  # type: ignore[misc]
+        from ..video import FrameSampledVerifier
+
+        rest = {k: v for k, v in spec.items() if k != "frames"}
+        return FrameSampledVerifier(super().from_spec(rest, **load_kwargs), frames=spec["frames"])  # type: ignore[misc]
