@@ -1,9 +1,10 @@
 """The dtype a diffusion pipeline runs in when the user does not choose: ``dtype="auto"``.
 
-On CUDA: bfloat16 for SD3, FLUX and Wan (trained and released in it; float16 overflows in their
+On CUDA: bfloat16 for SD3, FLUX, Wan and LTX-Video (trained and released in it; float16 overflows in their
 transformers), float16 for SD 1.5/2.x and SDXL (their released weights), with SDXL's VAE kept in float32
 where its config asks for it (``force_upcast``), as ``StableDiffusionXLPipeline`` upcasts it to decode, and
-Wan's video VAE in float32, as Wan's model cards load it.
+Wan's video VAE in float32, as Wan's model cards load it (LTX-Video's cards load the whole pipeline,
+VAE included, in bfloat16).
 Everywhere else float32: CPU half-precision kernels are slow or missing.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-HALF = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16, "wan": torch.bfloat16}
+HALF = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16,
+        "wan": torch.bfloat16, "ltx": torch.bfloat16}
 
 
 def auto_dtype(class_name: str | None, device: str | torch.device | None) -> torch.dtype:

@@ -10,7 +10,8 @@ from rd_inference.dtypes import auto_dtype, resolve_dtype, upcast_vae
 from rd_inference.pipelines import load_pipeline
 
 FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
-            "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "PixArtAlphaPipeline": None,
+            "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan", "LTXPipeline": "ltx",
+            "PixArtAlphaPipeline": None,
             "StableDiffusionImg2ImgPipeline": None, "NoSuchPipeline": None}
 
 
@@ -24,7 +25,8 @@ def test_auto_on_cuda_by_family(monkeypatch, bf16):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     half = torch.bfloat16 if bf16 else torch.float16
     expected = {"StableDiffusionPipeline": torch.float16, "StableDiffusionXLPipeline": torch.float16,
-                "StableDiffusion3Pipeline": half, "FluxPipeline": half, "PixArtAlphaPipeline": torch.float32}
+                "StableDiffusion3Pipeline": half, "FluxPipeline": half, "WanPipeline": half, "LTXPipeline": half,
+                "PixArtAlphaPipeline": torch.float32}
     for name, dtype in expected.items():
         assert auto_dtype(name, "cuda:0") == dtype, name
         assert auto_dtype(name, "cpu") == torch.float32 and auto_dtype(name, None) == torch.float32
