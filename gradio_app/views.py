@@ -7,7 +7,7 @@ import gradio as gr
 from PIL import Image
 
 from rd_inference.ranking import finished, ranking
-from rd_inference.video import is_video, preview, temp_mp4
+from rd_inference.video import fps_of, is_video, preview, temp_mp4
 
 STRATEGIES = [("One sample", "one"), ("Best-of-N", "bon"), ("Search over Paths", "sop"), ("Zero-order", "zo"),
               ("Beam search with look-ahead", "beam"), ("Feynman-Kac particles", "fk"), ("Staged pruning", "prune"),
@@ -63,7 +63,7 @@ def chosen_views(result) -> list:
         return [None if result is None else _display(result.image), None, None]
     n = len(result.image)
     frames = [(_display(f), f"frame {j + 1}/{n}") for j, f in enumerate(result.image)]
-    return [None, str(temp_mp4(result.image)), frames]
+    return [None, str(temp_mp4(result.image, fps=fps_of(result.config))), frames]
 
 
 def result_visibility(state) -> list:

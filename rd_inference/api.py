@@ -48,14 +48,15 @@ class SearchResult:
     def save(self, out: str | Path) -> Path:
         """Write the run directory (chosen.png, candidates/, summary.json, tree.jsonl) atomically. For a
         video: chosen.mp4 with its exact frames in chosen/frame-NNNN.png, and candidates/node-NNNNN.mp4."""
-        from .video import is_video, write_mp4, write_video
+        from .video import fps_of, is_video, write_mp4, write_video
 
         def write(tmp: Path) -> None:
             (tmp / "candidates").mkdir()
             if is_video(self.image):
-                write_video(self.image, tmp, "chosen")
+                fps = fps_of(self.config)
+                write_video(self.image, tmp, "chosen", fps=fps)
                 for node_id, frames in self.candidates.items():
-                    write_mp4(frames, tmp / "candidates" / f"node-{node_id:05d}.mp4")
+                    write_mp4(frames, tmp / "candidates" / f"node-{node_id:05d}.mp4", fps=fps)
             else:
                 self.image.save(tmp / "chosen.png")
                 for node_id, image in self.candidates.items():

@@ -144,6 +144,13 @@ def for_denoiser(verifier, den):
     return verifier
 
 
+def fps_of(config: dict) -> int:
+    """Frames per second of a run's video, from its config (a run's, or its denoiser's): the model's own
+    ``frame_rate`` where its adapter keeps one (LTX-Video: 25), else Wan 2.1's 16."""
+    settings = config.get("denoiser", config)
+    return max(1, round(float(settings.get("frame_rate") or DEFAULT_FPS)))
+
+
 def makes_video(pipe) -> bool:
     """Whether the search makes videos with ``pipe`` (its denoiser adapter's ``media`` says so)."""
     from .denoisers import denoisers

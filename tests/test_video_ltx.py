@@ -24,6 +24,13 @@ from rd_inference.plan import dry_run
 from rd_inference.strategies import get_strategy
 from rd_inference.video import read_mp4
 
+
+def mp4_fps(path) -> float:
+    import av
+
+    with av.open(str(path)) as container:
+        return float(container.streams.video[0].average_rate)
+
 PROMPT = "two red circles"
 TINY = {"steps": 6, "height": 32, "width": 32, "num_frames": 9}
 SOP = {"sigma_start": 0.4, "delta_f": 0.3, "delta_b": 0.5}  # on the tiny shifted grid these spend all of 4x
@@ -182,6 +189,7 @@ def test_cli_generate_writes_an_mp4_run_and_regenerates_it(tmp_path):
     assert len(chosen) == 9 and chosen[0].shape == (32, 32, 3)
     decoded = read_mp4(run / "chosen.mp4")  # lossy H.264: readable, same length and size, close
     assert len(decoded) == 9 and decoded[0].size == (32, 32)
+    assert mp4_fps(run / "chosen.mp4") == 25 == mp4_fps(next((run / "candidates").glob("node-*.mp4")))  # LTX's rate
     # in brightness: the random VAE's per-pixel colour noise does not survive H.264's halved chroma
     luma = [np.asarray(Image.fromarray(chosen[4]).convert("L"), dtype=float), np.asarray(decoded[4].convert("L"))]
     assert np.abs(luma[0] - luma[1]).mean() < 12
@@ -191,3 +199,4 @@ def test_cli_generate_writes_an_mp4_run_and_regenerates_it(tmp_path):
     assert res.returncode == 0, res.stderr
     frames = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "again").glob("frame-*.png"))]
     assert len(frames) == 9 and all(np.array_equal(x, y) for x, y in zip(frames, chosen))
+    assert mp4_fps(again) == 25

@@ -157,6 +157,10 @@ def test_cli_generate_writes_an_mp4_run_and_regenerates_it(tmp_path):
     chosen = [np.asarray(Image.open(p)) for p in sorted((run / "chosen").glob("frame-*.png"))]
     assert len(chosen) == 9 and chosen[0].shape == (16, 16, 3)
     decoded = read_mp4(run / "chosen.mp4")  # lossy H.264: readable, same length and size, close
+    import av
+
+    with av.open(str(run / "chosen.mp4")) as container:
+        assert float(container.streams.video[0].average_rate) == 16  # Wan 2.1's frame rate
     assert len(decoded) == 9 and decoded[0].size == (16, 16)
     assert np.abs(np.asarray(decoded[4], dtype=float) - chosen[4]).mean() < 12
     node = summary["chosen"]["node"]

@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print what the search would spend (forwards, decodes, images verified, rough time) and stop")
     add_model_arguments(p, device_help="cpu, cuda, cuda:1 … (default: cuda if available)")
     add_search_arguments(p)
-    video = p.add_argument_group("video pipelines (WanPipeline)")
-    video.add_argument("--num-frames", type=int, default=None, help="frames of the video, 4k+1 (default 81)")
+    video = p.add_argument_group("video pipelines (WanPipeline, LTXPipeline)")
+    video.add_argument("--num-frames", type=int, default=None,
+                       help="frames of the video: Wan 4k+1 (default 81), LTX-Video 8k+1 (default 161)")
     video.add_argument("--verify-frames", type=int, default=None,
                        help="evenly spaced frames of each candidate shown to the verifier (default 4; see "
                        "--verify-mode)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 HELP = "Rebuild any node of a run bit-exactly (on the same device) from its run directory."
@@ -26,11 +27,12 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     image = regenerate(run_dir, args.node_id, device=args.device)
     if isinstance(image, list):  # a video's frames
-        from ..video import write_video
+        from ..video import fps_of, write_video
 
         out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-node-{args.node_id:05d}.mp4"
         out = out.with_suffix(".mp4")
-        write_video(image, out.parent, out.stem)
+        config = json.loads((run_dir / "summary.json").read_text()).get("config", {})
+        write_video(image, out.parent, out.stem, fps=fps_of(config))
         print(f"wrote {out} (frames in {out.with_suffix('')}/)")
         return 0
     out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-node-{args.node_id:05d}.png"
