@@ -4,8 +4,8 @@ ComfyUI hands a sampler function ``model(x, sigma) -> denoised`` (guidance, cond
 patches already inside), the sigma grid and a noised latent. The function below wraps that model in a
 :class:`~rd_inference.denoisers.kdiffusion.KDiffusionDenoiser` and runs an rd_inference strategy on it.
 The state space comes from the model's own ``model_sampling`` (its noise scaling), so epsilon, v-prediction
-and flow models re-noise correctly. A video latent [B, C, T, H, W] (Wan 2.1) is searched as videos: see
-:mod:`.video`.
+and flow models re-noise correctly. A video latent [B, C, T, H, W] (Wan 2.1, LTX-Video) is searched as
+videos: see :mod:`.video`.
 """
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def search_function(
         mm.throw_exception_if_processing_interrupted()
         extra_args = dict(extra_args or {})
         if extra_args.get("denoise_mask") is not None:
-            raise ValueError("the search samplers do not support inpainting masks: remove the latent's noise mask")
+            raise ValueError("the search samplers do not support a latent noise mask (inpainting, or the frames an "
+                             "image-to-video node such as LTXVImgToVideo fixes): give an unmasked latent")
         if x.shape[0] != 1:
             raise ValueError(
                 f"the search makes one image from a latent batch of 1, got {x.shape[0]}: set batch_size to 1 "

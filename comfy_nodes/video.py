@@ -1,11 +1,15 @@
 """Video latents in the search nodes: ComfyUI's 5-D latents [B, C, T, H, W] (Wan 2.1 from
-``EmptyHunyuanLatentVideo``) are searched as videos.
+``EmptyHunyuanLatentVideo``, LTX-Video from ``EmptyLTXVLatentVideo``) are searched as videos.
 
 A video path decodes to frames [B, F, 3, H, W]; the denoiser says it makes videos with ``media = "video"``
 and ``verify_frames``, and the core then scores each candidate by the mean of the verifier's scores over
 that many evenly spaced frames (:class:`~rd_inference.video.FrameSampledVerifier`). The nodes hand ComfyUI
 frames as an IMAGE batch [F, H, W, 3], as ``VAEDecode`` does. While the search runs, the node's preview
 shows the best-scored frame so far; at the end, the chosen video's middle frame.
+
+The VAE decodes one video at a time with the torch RNG seeded (:func:`decode_video`): LTX-Video 0.9.1+'s
+VAE is timestep-conditioned, and in ComfyUI 0.3.75 it decodes at most one video per call and mixes
+``torch.randn`` noise into the latent it decodes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ def is_video(latent: torch.Tensor) -> bool:
 
 
 def decoded_frames(vae: Any, latent_frames: int) -> int:
-    """Frames ``vae`` decodes from ``latent_frames`` latent frames (Wan 2.1: 4 (T - 1) + 1)."""
+    """Frames ``vae`` decodes from ``latent_frames`` latent frames (Wan 2.1: 4 (T - 1) + 1, LTX-Video:
+    8 (T - 1) + 1), as the VAE gives its temporal compression."""
     r = vae.temporal_compression_decode()
     if r is None:
         raise ValueError("this VAE does not decode videos, but the latent is a video [B, C, T, H, W]: connect the "
@@ -62,14 +67,33 @@ class VideoKDiffusionDenoiser(KDiffusionDenoiser):
         return {**super().config(), "num_frames": self.num_frames, "verify_frames": self.verify_frames}
 
 
+DECODE_SEED = 0  # the torch RNG's seed while a video decodes
+
+
+def decode_video(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """``vae.decode`` of video latents [B, C, T, H, W] -> [B, F, H, W, 3], one video per call, each with the
+    torch RNG seeded with ``DECODE_SEED`` (and restored after): a timestep-conditioned VAE (LTX-Video 0.9.1+)
+    fails on a batch of several videos in ComfyUI 0.3.75, and noises each latent it decodes with
+    ``torch.randn``; seeded, a video's frames and score do not depend on what ran before it."""
+    device = torch.device(vae.device)  # where the noise is drawn; its RNG and the CPU's are restored after
+    gpu = [] if device.type == "cpu" else [device]
+    videos = []
+    for latent in latents.split(1):
+        with torch.random.fork_rng(devices=gpu, device_type=device.type if gpu else "cuda"):
+            torch.manual_seed(DECODE_SEED)
+            videos.append(vae.decode(latent))
+    return torch.cat(videos)
+
+
 def vae_decoder(vae: Any, base: Any, video: bool):
     """Clean latents -> the core's layout: images [B, 3, H, W] or videos [B, F, 3, H, W], in [0, 1].
     ComfyUI's ``VAE.decode`` gives [B, H, W, 3] for images and [B, F, H, W, 3] for videos."""
 
     def decode(x0: torch.Tensor) -> torch.Tensor:
-        out = vae.decode(base.process_latent_out(x0.to(torch.float32)))
+        latents = base.process_latent_out(x0.to(torch.float32))
         if video:
-            return out.movedim(-1, 2)
+            return decode_video(vae, latents).movedim(-1, 2)
+        out = vae.decode(latents)
         return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1)
 
     return decode

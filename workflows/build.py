@@ -1,12 +1,13 @@
 """Builds the example workflows: UI format (``workflows/*.json``, what the ComfyUI frontend opens) and API
 format (``workflows/api/*.json``, what ``POST /prompt`` and the tests take) from one description each.
 
-Run ``python workflows/build.py`` after changing a description; the tests check the files match it and
+The video workflows' own nodes are in ``video_graphs.py``. Run ``python workflows/build.py`` after changing a description; the tests check the files match it and
 validate every API workflow in real ComfyUI.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,7 +25,6 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "FluxGuidance": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")]),
     "EmptyLatentImage": ([], [("LATENT", "LATENT")]),
     "EmptySD3LatentImage": ([], [("LATENT", "LATENT")]),
-    "EmptyHunyuanLatentVideo": ([], [("LATENT", "LATENT")]),
     "CFGGuider": (
         [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")], [("GUIDER", "GUIDER")]
     ),
@@ -38,7 +38,6 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "SaveImage": ([("images", "IMAGE")], []),
     "PreviewImage": ([("images", "IMAGE")], []),
-    "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
     "PreviewAny": ([("source", "*")], []),  # "Preview Any" (the server names it "Preview as Text"): markdown
     "Note": ([], []),
     "RDLoadVLMVerifier": ([], [("verifier", "VERIFIER")]),
@@ -183,50 +182,33 @@ def flux() -> dict:
     }
 
 
+def _sibling(name: str):
+    """A module beside this file, loaded by path: build.py runs as a script and the tests load it by path, so
+    workflows/ is no package to import from."""
+    spec = importlib.util.spec_from_file_location(f"workflows_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VIDEO = _sibling("video_graphs")
+SOCKETS.update(VIDEO.SOCKETS)
+
+
 def wan_video() -> dict:
-    prompt = "a red kite flying over a green hill under a blue sky"
-    return {
-        1: _note(
-            "Search KSampler on Wan 2.1 text-to-video (1.3B): the search runs over whole videos.\n\n"
-            "Weights:\n"
-            "- ComfyUI/models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors\n"
-            "- ComfyUI/models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors\n"
-            "- ComfyUI/models/vae/wan_2.1_vae.safetensors\n"
-            f"- ComfyUI/models/vlm/{VLM}/ (the Hugging Face folder), loaded 4-bit\n\n"
-            "Each candidate is a whole video: it is decoded and the verifier scores verify_frames evenly spaced "
-            "frames of it (first and last included); a video's score is their mean, so motion between frames "
-            "is not judged. The latent output is the chosen video's latent (VAE Decode, then Save Animated "
-            "WEBP); the image output holds the same frames. Wan is a flow model: re-noising follows its own "
-            "shifted flow sigmas. Use scheduler 'simple'."
-        ),
-        2: {"type": "UNETLoader", "pos": [0, 0],
-            "widgets": [("unet_name", "wan2.1_t2v_1.3B_fp16.safetensors"), ("weight_dtype", "default")]},
-        3: {"type": "CLIPLoader", "pos": [0, 160],
-            "widgets": [("clip_name", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"), ("type", "wan"), ("device", "default")]},
-        4: {"type": "VAELoader", "pos": [0, 360], "widgets": [("vae_name", "wan_2.1_vae.safetensors")]},
-        5: {"type": "RDSearchPromptEncode", "pos": [400, 0], "widgets": [("text", prompt)], "links": {"clip": (3, 0)}},
-        6: {"type": "CLIPTextEncode", "pos": [400, 260], "widgets": [("text", "blurry, static, low quality")],
-            "links": {"clip": (3, 0)}},
-        7: {"type": "EmptyHunyuanLatentVideo", "pos": [400, 480],
-            "widgets": [("width", 832), ("height", 480), ("length", 33), ("batch_size", 1)]},
-        8: _verifier("4bit"),
-        9: {"type": "RDSearchKSampler", "pos": [820, 0],
-            "widgets": [("prompt", prompt), ("strategy", "Best-of-N (bon)"), ("budget", "4x"), ("seed", 0),
-                        (CONTROL, "fixed"), ("steps", 30), ("cfg", 6.0), ("scheduler", "simple"), ("max_batch", 2),
-                        ("max_forwards", "256x"), ("keep", 0), ("verify_frames", 4)],
-            "links": {"model": (2, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0),
-                      "verifier": (8, 0), "vae": (4, 0), "prompt": (5, 1)}},
-        10: {"type": "VAEDecode", "pos": [1240, 0], "links": {"samples": (9, 0), "vae": (4, 0)}},
-        11: {"type": "SaveAnimatedWEBP", "pos": [1640, 0],
-             "widgets": [("filename_prefix", "search_wan"), ("fps", 16.0), ("lossless", False), ("quality", 90),
-                         ("method", "default")],
-             "links": {"images": (10, 0)}},
-        12: _ranking_display([1240, 420], (9, 4)),
-    }
+    desc = {1: _note(VIDEO.wan_note(VLM)), **VIDEO.wan_nodes(CONTROL), 8: _verifier(VIDEO.VIDEO_VLM_QUANTIZATION),
+            12: _ranking_display([1240, 420], (9, 4))}
+    return dict(sorted(desc.items()))
+
+
+def ltxv_video() -> dict:
+    desc = {1: _note(VIDEO.ltxv_note(VLM)), **VIDEO.ltxv_nodes(CONTROL), 9: _verifier(VIDEO.VIDEO_VLM_QUANTIZATION),
+            13: _ranking_display([1640, 420], (10, 4))}
+    return dict(sorted(desc.items()))
 
 
 WORKFLOWS = {"search_ksampler_sd15": sd15, "search_over_paths_sdxl": sdxl, "search_ksampler_flux": flux,
-             "search_ksampler_wan_video": wan_video}
+             "search_ksampler_wan_video": wan_video, "search_ksampler_ltxv_video": ltxv_video}
 
 
 def to_api(desc: dict) -> dict:

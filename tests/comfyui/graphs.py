@@ -76,19 +76,38 @@ def prompt_once_graph(text="a red circle"):
 TINY_LOADERS = {"UNETLoader": "RDTestTinyWan", "CLIPLoader": "RDTestTinyCLIP", "VAELoader": "RDTestTinyWanVAE"}
 
 
+def _tiny_video_graph(name: str, loaders: dict, latent: tuple[str, dict], steps: int, search: dict) -> dict:
+    """workflows/api/<name>.json with tiny models in place of its ``loaders``, the brightness verifier in place
+    of the VLM, the latent node ``latent[0]`` given ``latent[1]``, and the Search KSampler's inputs overridden."""
+    graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+    for node in graph.values():
+        kind = node["class_type"]
+        if kind in loaders:
+            node.update(class_type=loaders[kind], inputs={})
+        elif kind == "RDLoadVLMVerifier":
+            node["inputs"].update(model="(use path)", path="brightness", quantization="none")
+        elif kind == latent[0]:
+            node["inputs"].update(latent[1])
+        elif kind == "RDSearchKSampler":
+            node["inputs"].update({"steps": steps, "max_batch": 8, "verify_frames": 3, **search})
+    return graph
+
+
 def wan_video_graph(length=9, steps=4, **search):
     """workflows/api/search_ksampler_wan_video.json with ComfyUI's Wan 2.1 model class and VAE at tiny sizes in
     place of the loaded files, the brightness verifier in place of the VLM, and a 32x32 video of ``length``
     frames; ``search`` overrides the Search KSampler's inputs."""
-    graph = json.loads((REPO / "workflows" / "api" / "search_ksampler_wan_video.json").read_text())
-    for node in graph.values():
-        kind = node["class_type"]
-        if kind in TINY_LOADERS:
-            node.update(class_type=TINY_LOADERS[kind], inputs={})
-        elif kind == "RDLoadVLMVerifier":
-            node["inputs"].update(model="(use path)", path="brightness", quantization="none")
-        elif kind == "EmptyHunyuanLatentVideo":
-            node["inputs"].update(width=32, height=32, length=length)
-        elif kind == "RDSearchKSampler":
-            node["inputs"].update({"steps": steps, "max_batch": 8, "verify_frames": 3, **search})
-    return graph
+    size = {"width": 32, "height": 32, "length": length}
+    return _tiny_video_graph("search_ksampler_wan_video", TINY_LOADERS, ("EmptyHunyuanLatentVideo", size), steps, search)
+
+
+TINY_LTXV_LOADERS = {"CheckpointLoaderSimple": "RDTestTinyLTXVCheckpoint", "CLIPLoader": "RDTestTinyLTXVT5"}
+
+
+def ltxv_video_graph(length=9, size=64, steps=4, **search):
+    """workflows/api/search_ksampler_ltxv_video.json with ComfyUI's LTX-Video model class and causal video VAE
+    at tiny sizes in place of the checkpoint and T5 (tests/comfyui/tiny_comfy_nodes.py), the brightness verifier
+    in place of the VLM, and a ``size`` x ``size`` video of ``length`` frames (64 px: the VAE's reflect padding
+    needs latents of at least 2 x 2); ``search`` overrides the Search KSampler's inputs."""
+    latent = ("EmptyLTXVLatentVideo", {"width": size, "height": size, "length": length})
+    return _tiny_video_graph("search_ksampler_ltxv_video", TINY_LTXV_LOADERS, latent, steps, search)

@@ -1,13 +1,15 @@
 """Test-only ComfyUI custom node (one file, V1 style): a tiny random-weight SD 1.5 model, a tiny TAESD VAE
-and random conditioning, and ComfyUI's own Wan 2.1 text-to-video model and Wan 2.1 VAE built from tiny
-configs, so graphs run on a CPU in seconds without any downloaded weights.
+and random conditioning, and ComfyUI's own Wan 2.1 and LTX-Video text-to-video models and video VAEs built
+from tiny configs, so graphs run on a CPU in seconds without any downloaded weights.
 
 Loaded by the tests in-process (``nodes.load_custom_node``) and by the loopback server test (through a
 ``custom_nodes`` folder named in an extra_model_paths.yaml).
 """
 
 import functools
+import json
 
+import comfy.ldm.lightricks.vae.causal_video_autoencoder
 import comfy.ldm.wan.vae
 import comfy.model_patcher
 import comfy.sd
@@ -113,6 +115,60 @@ class TinyWanVAE:
         return (tiny_wan_vae(),)
 
 
+# ComfyUI's LTX-Video class (LTXVModel under model_base.LTXV, flux-style shifted flow sampling) at tiny sizes:
+# 2 heads of 16 channels, 2 blocks; caption_channels is CONTEXT_DIM so TinyCLIP's conditioning fits it. The
+# latent keeps LTXV's 128 channels (the VAE's per-channel statistics and comfy.sd.VAE fix them).
+LTXV = {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 32, "attention_head_dim": 16,
+        "num_attention_heads": 2, "caption_channels": CONTEXT_DIM, "num_layers": 2}
+# The LTXV causal video VAE, smallest that keeps LTXV's 8x temporal and 32x spatial compression: patch size
+# 4 and three 2x2x2 depth-to-space blocks; the last decoder block is a res block (comfy.sd.VAE detects the
+# LTXV VAE by decoder.up_blocks.0.res_blocks.0.conv1's key). Its widths are fixed at 128 channels by
+# ComfyUI (VideoVAE passes no base_channels), so it has 15M weights. Timestep-conditioned, as LTXV 0.9.1+'s
+# VAE: its decode mixes torch.randn noise into the latent.
+LTXV_VAE = {"dims": 3, "latent_channels": 128, "patch_size": 4, "norm_layer": "pixel_norm",
+            "latent_log_var": "uniform", "causal_decoder": False, "timestep_conditioning": True,
+            "encoder_blocks": [["compress_all", {}]] * 3,
+            "decoder_blocks": [*[["compress_all", {"residual": True}]] * 3, ["res_x", {"num_layers": 1}]]}
+
+
+@functools.cache
+def tiny_ltxv():
+    config = comfy.supported_models.LTXV(dict(LTXV))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    _init(model, 4, 0.02)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+@functools.cache
+def tiny_ltxv_vae():
+    vae = comfy.ldm.lightricks.vae.causal_video_autoencoder.VideoVAE(config=LTXV_VAE)
+    _init(vae, 5, 0.05)
+    sd = vae.state_dict()
+    for name in ("std-of-means", "mean-of-stds", "mean-of-stds_over_std-of-means", "channel"):
+        sd[f"per_channel_statistics.{name}"] = torch.ones(128)
+    sd["per_channel_statistics.mean-of-means"] = torch.zeros(128)
+    # Detected as an LTXV VAE by its keys; its size read from the file's metadata, as ComfyUI reads the config
+    # LTX-Video's .safetensors files carry ({"vae": {...}} under "config").
+    return comfy.sd.VAE(sd=sd, metadata={"config": json.dumps({"vae": LTXV_VAE})})
+
+
+class TinyLTXVCheckpoint:
+    """In place of CheckpointLoaderSimple on an LTX-Video checkpoint (model and VAE; its CLIP is unused)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self):
+        return tiny_ltxv(), _TinyT5(), tiny_ltxv_vae()
+
+
 class TinySD15:
     @classmethod
     def INPUT_TYPES(cls):
@@ -149,7 +205,20 @@ class _TinyClip:
 
     def encode_from_tokens_scheduled(self, tokens):
         g = torch.Generator().manual_seed(sum(map(ord, tokens)))
-        return [[torch.randn(1, 77, CONTEXT_DIM, generator=g), {}]]
+        return [[torch.randn(1, 77, CONTEXT_DIM, generator=g), self.extra(tokens)]]
+
+    def extra(self, tokens) -> dict:
+        return {}
+
+
+class _TinyT5(_TinyClip):
+    """As ComfyUI's LTXV text encoder (T5 XXL, ``CLIPLoader`` type ltxv): the conditioning carries the token
+    attention mask, which LTXVModel requires; tokens after the text's words are padding."""
+
+    def extra(self, tokens) -> dict:
+        mask = torch.zeros(1, 77, dtype=torch.long)
+        mask[:, : len(tokens.split()) + 1] = 1
+        return {"attention_mask": mask}
 
 
 class TinyCLIP:
@@ -165,5 +234,13 @@ class TinyCLIP:
         return (_TinyClip(),)
 
 
+class TinyLTXVT5(TinyCLIP):
+    """In place of CLIPLoader (type ltxv) on t5xxl."""
+
+    def load(self):
+        return (_TinyT5(),)
+
+
 NODE_CLASS_MAPPINGS = {"RDTestTinySD15": TinySD15, "RDTestTinyConditioning": TinyConditioning,
-                       "RDTestTinyCLIP": TinyCLIP, "RDTestTinyWan": TinyWan, "RDTestTinyWanVAE": TinyWanVAE}
+                       "RDTestTinyCLIP": TinyCLIP, "RDTestTinyWan": TinyWan, "RDTestTinyWanVAE": TinyWanVAE,
+                       "RDTestTinyLTXVCheckpoint": TinyLTXVCheckpoint, "RDTestTinyLTXVT5": TinyLTXVT5}
