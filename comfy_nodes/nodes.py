@@ -23,7 +23,7 @@ from .verifier import (
     model_folders,
     resolve_model,
 )
-from .video import DEFAULT_VERIFY_FRAMES, as_frames, candidate_batch
+from .video import DEFAULT_VERIFY_FRAMES, VERIFY_MODE_TIP, VERIFY_MODES, candidate_batch, decode_output
 
 IMAGES_TIP = "A batch of images to judge."
 VERIFIER_TIP = "From Load VLM Verifier: the judge that scores each image against the prompt."
@@ -331,8 +331,10 @@ class SearchKSampler(io.ComfyNode):
                              "so the chosen image and the best other finished images; x0-predictions of unfinished "
                              "paths only when fewer images finished (0 = every verified candidate)."),
                 io.Int.Input("verify_frames", default=DEFAULT_VERIFY_FRAMES, min=1, max=1024, optional=True,
-                             tooltip="Video latents (Wan 2.1): a candidate video's score is the mean of the "
-                             "verifier's scores on this many evenly spaced frames, first and last included."),
+                             tooltip="Video latents (Wan 2.1, LTX-Video): a candidate video is scored on this "
+                             "many evenly spaced frames, first and last included (see verify_mode)."),
+                io.Combo.Input("verify_mode", options=list(VERIFY_MODES), default="joint", optional=True,
+                               tooltip=VERIFY_MODE_TIP),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
@@ -361,11 +363,12 @@ class SearchKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, verifier, vae, prompt, strategy, budget, seed, steps,
                 cfg, scheduler, max_batch, max_forwards=DEFAULT_MAX_NFE, keep=0,
-                verify_frames=DEFAULT_VERIFY_FRAMES) -> io.NodeOutput:
+                verify_frames=DEFAULT_VERIFY_FRAMES, verify_mode="joint") -> io.NodeOutput:
         results = []
         sampler = search_sampler(strategy=strategy_id(strategy), params={}, verifier=verifier, vae=vae, prompt=prompt,
                                  budget=budget.strip() or None, max_batch=max_batch, on_result=results.append,
-                                 max_nfe=ceiling_from_text(max_forwards), verify_frames=verify_frames)
+                                 max_nfe=ceiling_from_text(max_forwards), verify_frames=verify_frames,
+                                 verify_mode=verify_mode)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
@@ -379,7 +382,7 @@ class SearchKSampler(io.ComfyNode):
         summary = {k: summary[k] for k in ("chosen", "counts", "candidates", "config")}
         ranked = ranking(result)
         kept = ranked[:keep] if keep else ranked
-        return io.NodeOutput(out, as_frames(vae.decode(samples)), json.dumps(summary, indent=1, default=str),
+        return io.NodeOutput(out, decode_output(vae, samples), json.dumps(summary, indent=1, default=str),
                              candidate_batch(result, kept), ranking_text(result, ranked))
 
 

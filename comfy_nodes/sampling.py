@@ -25,10 +25,12 @@ from ..rd_inference.budget import DEFAULT_MAX_NFE
 from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
 from ..rd_inference.images import to_pil
 from ..rd_inference.strategies import get_strategy
+from ..rd_inference.video import joins_frames
 from .video import (
     DEFAULT_VERIFY_FRAMES,
     VideoKDiffusionDenoiser,
     decoded_frames,
+    frames_verifier,
     is_video,
     preview_image,
     vae_decoder,
@@ -77,16 +79,34 @@ class _ScoreThenReload:
         self.verifier = verifier
         self.guider = guider
         self.best: tuple[float, Any] | None = None  # (score, PIL image) of the best image scored so far
+        if joins_frames(verifier):  # only then: the core asks joins_frames() whether a video may go in one prompt
+            self.score_frames = self._score_frames
+
+    def _reload(self) -> None:
+        mm.load_models_gpu([self.guider.model_patcher, *getattr(self.guider, "loaded_models", [])])
+
+    def _keep_best(self, scores: torch.Tensor, image_of: Callable[[int], Any]) -> None:
+        k = int(torch.argmax(scores)) if len(scores) else None
+        if k is not None and torch.isfinite(scores[k]) and (self.best is None or float(scores[k]) > self.best[0]):
+            self.best = (float(scores[k]), image_of(k))
 
     def __call__(self, images, prompt: str) -> torch.Tensor:
         try:
             scores = torch.as_tensor(self.verifier(images, prompt), dtype=torch.float32).reshape(-1)
         finally:
-            mm.load_models_gpu([self.guider.model_patcher, *getattr(self.guider, "loaded_models", [])])
-        k = int(torch.argmax(scores)) if len(scores) else None
-        if k is not None and torch.isfinite(scores[k]) and (self.best is None or float(scores[k]) > self.best[0]):
-            self.best = (float(scores[k]), to_pil(images[k : k + 1])[0])
+            self._reload()
+        self._keep_best(scores, lambda k: to_pil(images[k : k + 1])[0])
         return scores
+
+    def _score_frames(self, videos, prompt: str) -> Any:
+        """The verifier's ``score_frames`` (each video's frames in one prompt); the preview keeps the best
+        video's middle frame shown."""
+        try:
+            out = self.verifier.score_frames(videos, prompt)
+        finally:
+            self._reload()
+        self._keep_best(out.reward.float().reshape(-1), lambda k: preview_image(to_pil(videos[k])))
+        return out
 
     def spec(self) -> dict | None:
         return self.verifier.spec() if callable(getattr(self.verifier, "spec", None)) else None
@@ -144,11 +164,13 @@ def search_function(
     on_result: Callable[[SearchResult], None] | None = None,
     max_nfe: int | str | None = DEFAULT_MAX_NFE,
     verify_frames: int = DEFAULT_VERIFY_FRAMES,
+    verify_mode: str = "joint",
 ) -> Callable[..., torch.Tensor]:
     """A sampler function for ``comfy.samplers.KSAMPLER``: runs ``strategy`` and returns the chosen latent.
     The plan (forwards, decodes, images verified, rough time) goes to the console before the search; a
-    plan above ``max_nfe`` forwards is refused there. On a video latent the verifier scores
-    ``verify_frames`` evenly spaced frames of each candidate video."""
+    plan above ``max_nfe`` forwards is refused there. On a video latent the verifier is shown
+    ``verify_frames`` evenly spaced frames of each candidate video, in one prompt or one by one
+    (``verify_mode``: see :func:`.video.frames_verifier`)."""
     check_settings(prompt, strategy, params)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -208,7 +230,7 @@ def search_function(
         progress = _Progress(scorer)
         result = run_search(
             den,
-            scorer,
+            frames_verifier(scorer, verify_mode) if video else scorer,
             strategy=strategy,
             budget=budget,
             seed=0 if seed is None else int(seed),

@@ -18,6 +18,7 @@ import torch
 
 from ..rd_inference.verifier_loading import load_verifier
 from ..rd_inference.verifiers import verifier_spec
+from ..rd_inference.video import joins_frames
 from ..rd_inference.yes_token import YesTokenVerifier
 
 FOLDER = "vlm"  # ComfyUI/models/vlm/<model folder>/config.json
@@ -86,6 +87,8 @@ class ComfyVerifier:
     def __init__(self, verifier: Any, patcher: Any = None):
         self.verifier = verifier
         self.patcher = patcher
+        if joins_frames(verifier):  # only then: the core asks joins_frames() whether a video may go in one prompt
+            self.score_frames = self._score_frames
 
     def load(self) -> None:
         if self.patcher is not None:
@@ -94,6 +97,11 @@ class ComfyVerifier:
     def __call__(self, images, prompt: str) -> torch.Tensor:
         self.load()
         return self.verifier(images, prompt)
+
+    def _score_frames(self, videos, prompt: str) -> Any:
+        """The VLM's ``score_frames``: each video's frames as the images of one prompt."""
+        self.load()
+        return self.verifier.score_frames(videos, prompt)
 
     @property
     def pairwise(self) -> bool:

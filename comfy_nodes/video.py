@@ -2,10 +2,12 @@
 ``EmptyHunyuanLatentVideo``, LTX-Video from ``EmptyLTXVLatentVideo``) are searched as videos.
 
 A video path decodes to frames [B, F, 3, H, W]; the denoiser says it makes videos with ``media = "video"``
-and ``verify_frames``, and the core then scores each candidate by the mean of the verifier's scores over
-that many evenly spaced frames (:class:`~rd_inference.video.FrameSampledVerifier`). The nodes hand ComfyUI
+and ``verify_frames``, and the core then shows the verifier that many evenly spaced frames of each candidate
+(:class:`~rd_inference.video.FrameSampledVerifier`): all in one prompt to a VLM that has ``score_frames``
+(verify_mode 'joint'), else one at a time, the candidate's score being their mean. The nodes hand ComfyUI
 frames as an IMAGE batch [F, H, W, 3], as ``VAEDecode`` does. While the search runs, the node's preview
-shows the best-scored frame so far; at the end, the chosen video's middle frame.
+shows the best-scored frame so far (joint: the best-scored video's middle frame); at the end, the chosen
+video's middle frame.
 
 The VAE decodes one video at a time with the torch RNG seeded (:func:`decode_video`): LTX-Video 0.9.1+'s
 VAE is timestep-conditioned, and in ComfyUI 0.3.75 it decodes at most one video per call and mixes
@@ -20,8 +22,14 @@ import torch
 
 from ..rd_inference.denoisers.kdiffusion import KDiffusionDenoiser
 from ..rd_inference.images import to_tensor
+from ..rd_inference.video import FRAMES_MODES, FrameSampledVerifier
 
 DEFAULT_VERIFY_FRAMES = 4
+VERIFY_MODES = FRAMES_MODES  # joint, each
+VERIFY_MODE_TIP = ("Video latents: 'joint' shows a candidate's verify_frames frames to a yes-token VLM as one "
+                   "multi-image prompt, so it can judge the video as a whole (motion, the same objects across "
+                   "frames); 'each' scores every frame on its own and takes the mean. Verifiers that score single "
+                   "images (CLIP, PickScore, aesthetic, ensembles, brightness) always take the mean.")
 
 
 def is_video(latent: torch.Tensor) -> bool:
@@ -97,6 +105,19 @@ def vae_decoder(vae: Any, base: Any, video: bool):
         return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1)
 
     return decode
+
+
+def frames_verifier(scorer: Any, mode: str) -> FrameSampledVerifier:
+    """``scorer`` as the search shows it a candidate video: ``mode`` 'joint' is the core's default (one prompt
+    where the verifier has ``score_frames``, else the per-frame mean: no warning, since it is the node's
+    default whatever the verifier), 'each' the per-frame mean."""
+    return FrameSampledVerifier(scorer, frames=None if mode == "joint" else mode)
+
+
+def decode_output(vae: Any, samples: torch.Tensor) -> torch.Tensor:
+    """The node's IMAGE output for its latent output, as VAEDecode gives it; a video decoded as the search
+    decoded it (:func:`decode_video`), so the frames are the chosen candidate's, those the verifier scored."""
+    return as_frames(decode_video(vae, samples) if is_video(samples) else vae.decode(samples))
 
 
 def as_frames(decoded: torch.Tensor) -> torch.Tensor:

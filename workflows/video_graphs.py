@@ -19,16 +19,17 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
 }
 
-_VERIFY = ("Each candidate is a whole video: it is decoded and the verifier scores verify_frames evenly spaced "
-           "frames of it (first and last included); a video's score is their mean, so motion between frames "
-           "is not judged. The latent output is the chosen video's latent (VAE Decode, then Save Animated "
-           "WEBP); the image output holds the same frames.")
+_VERIFY = ("Each candidate is a whole video: it is decoded and the VLM is shown verify_frames evenly spaced "
+           "frames of it (first and last included), all in one prompt (verify_mode 'joint'), or each frame on "
+           "its own and the scores averaged ('each'); nothing between those frames is judged. The latent output "
+           "is the chosen video's latent (VAE Decode, then Save Animated WEBP); the image output holds the "
+           "frames the verifier scored.")
 
 
 def _search(prompt: str, control: str, *, steps: int, cfg: float, max_batch: int) -> list[tuple[str, object]]:
     return [("prompt", prompt), ("strategy", "Best-of-N (bon)"), ("budget", "4x"), ("seed", 0), (control, "fixed"),
             ("steps", steps), ("cfg", cfg), ("scheduler", "simple"), ("max_batch", max_batch),
-            ("max_forwards", "256x"), ("keep", 0), ("verify_frames", 4)]
+            ("max_forwards", "256x"), ("keep", 0), ("verify_frames", 4), ("verify_mode", "joint")]
 
 
 def _save(prefix: str, fps: float) -> list[tuple[str, object]]:

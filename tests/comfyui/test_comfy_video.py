@@ -6,11 +6,13 @@ function directly."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from graphs import wan_video_graph
 from PIL import Image
 from test_comfy_nodes import errors, output, table_rows
@@ -61,15 +63,66 @@ def test_the_wan_workflow_searches_videos_end_to_end(comfy, executor, previews):
         assert webp.n_frames == 9 and webp.size == (32, 32)
 
 
+def _ran(messages, node_id: str) -> bool:
+    """Whether the executor ran ``node_id`` (a node its cache answers gets no 'executing' message)."""
+    return any(event == "executing" and data.get("node") == node_id for event, data in messages)
+
+
 def test_same_seed_same_video_and_another_seed_another(executor):
     runs = []
     for seed in (5, 5, 6):
         ok, messages, ex = executor(wan_video_graph(seed=seed, strategy="sop", budget="4x"))
         assert ok, errors(messages)
-        runs.append((output(ex, SEARCH, 0)["samples"], _summary(ex)))
-    (a, sa), (b, sb), (c, _) = runs
+        assert _ran(messages, SEARCH)  # a search made this run's outputs, not the cache
+        runs.append((output(ex, SEARCH, 0)["samples"], _summary(ex), output(ex, SEARCH, 3)))
+        ex.reset()  # else the executor's cache answers the repeated graph without running it
+    (a, sa, ca), (b, sb, cb), (c, _, _) = runs
     assert torch.equal(a, b) and sa["candidates"] == sb["candidates"] and sa["chosen"] == sb["chosen"]
+    assert torch.equal(ca, cb)
     assert not torch.equal(a, c)
+
+
+def test_a_vlm_sees_a_candidates_frames_in_one_prompt_or_one_by_one(executor, tiny_llava, monkeypatch):
+    """verify_mode 'joint': one VLM row per candidate video holding its verify_frames frames; 'each': one row per
+    frame, the candidate's score the mean. The mode is recorded with the verifier in scores_json."""
+    yes_token = sys.modules[f"{REPO}.rd_inference.yes_token"]
+    real, rows = yes_token.YesTokenVerifier.yes_no_logprobs, []
+    monkeypatch.setattr(yes_token.YesTokenVerifier, "yes_no_logprobs",
+                        lambda self, batch: rows.extend(len(images) for images, _ in batch) or real(self, batch))
+    seen = {}
+    for mode in ("joint", "each"):
+        rows.clear()
+        graph = wan_video_graph(verify_mode=mode)
+        graph["8"]["inputs"]["path"] = tiny_llava
+        ok, messages, ex = executor(graph)
+        assert ok, errors(messages)
+        summary, verifier = _summary(ex), output(ex, "8", 0)
+        assert summary["config"]["verifier"]["frames"] == mode
+        counts = summary["counts"]
+        assert counts["verifier_images"] == 4 and counts["verifier_frames"] == 4 * 3
+        seen[mode] = list(rows)
+        # The chosen video's score, again from its frames 0, 4 and 8 (8-bit, as the candidates output has them).
+        picked = output(ex, SEARCH, 3)[[0, 4, 8]].movedim(-1, 1)
+        with torch.inference_mode():
+            again = verifier.score_frames([picked], "a red kite flying over a green hill under a blue sky").reward
+            if mode == "each":
+                again = verifier(picked, "a red kite flying over a green hill under a blue sky").mean()
+        assert float(table_rows(output(ex, SEARCH, 4))[0][1]) == pytest.approx(float(again), abs=1e-3)
+        ex.reset()
+    assert set(seen["joint"]) == {3} and set(seen["each"]) == {1}  # images per row
+    assert len(seen["each"]) == 3 * len(seen["joint"]) >= 3 * 4  # the same videos scored (plan calibration too)
+
+
+def test_a_simple_verifier_averages_in_either_mode(executor):
+    """brightness has no score_frames: joint (the default) and each both take the per-frame mean, no error."""
+    scores = []
+    for mode in ("joint", "each"):
+        ok, messages, ex = executor(wan_video_graph(verify_mode=mode))
+        assert ok, errors(messages)
+        assert "frames" not in _summary(ex)["config"]["verifier"]
+        scores.append([c["score"] for c in _summary(ex)["candidates"]])
+        ex.reset()
+    assert scores[0] == scores[1]
 
 
 def test_too_many_verified_frames_is_an_actionable_error(executor):
