@@ -14,14 +14,12 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
-from tiny_video import ltx_scheduler, tiny_ltx
+from tiny_video import check_equal_budget_video_search, ltx_scheduler, tiny_ltx
 
 from rd_inference import BrightnessVerifier, regenerate, search
 from rd_inference.checks import UserError, check_pipeline_source, size_factor
 from rd_inference.denoisers import family_of, make_denoiser
 from rd_inference.denoisers.ltx import DECODE_NOISE_SEED
-from rd_inference.plan import dry_run
-from rd_inference.strategies import get_strategy
 from rd_inference.video import read_mp4
 
 
@@ -95,22 +93,8 @@ def test_timestep_conditioned_decoder_matches_the_pipeline_and_repeats():
 
 @pytest.mark.parametrize("strategy, params", [("bon", {}), ("sop", SOP), ("zo", {}), ("prune", {})])
 def test_strategies_spend_the_same_budget_and_repeat_bytes(pipe, strategy, params):
-    runs = [search(pipe, PROMPT, verifier=BrightnessVerifier(), strategy=strategy, budget="4x", seed=3,
-                   verify_frames=3, **TINY, **params) for _ in range(2)]
-    a, b = runs
-    budget = 4 * TINY["steps"] * 2
-    assert a.counts["budget_nfe"] == a.counts["nfe"] == a.counts["planned_nfe"] == budget  # equal budget, all spent
-    assert a.counts["decodes"] == a.counts["verifier_images"] == len(a.candidates)
-    assert a.counts["verifier_frames"] == 3 * a.counts["verifier_images"]
-    den = make_denoiser(pipe, PROMPT, steps=TINY["steps"], height=32, width=32, num_frames=9)
-    plan = dry_run(den, get_strategy(strategy), a.config["params"], seed=3)
-    assert (plan.forwards, plan.decodes, plan.verifier_images) == (a.counts["nfe"], a.counts["decodes"],
-                                                                   a.counts["verifier_images"])
-    assert isinstance(a.image, list) and len(a.image) == 9 and a.image[0].size == (32, 32)
-    assert a.node_id == b.node_id and a.tree.to_jsonl() == b.tree.to_jsonl()
-    for frames_a, frames_b in zip(a.candidates.values(), b.candidates.values()):
-        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(frames_a, frames_b))
-    assert a.config["denoiser"]["family"] == "ltx" and a.config["denoiser"]["num_frames"] == 9
+    result = check_equal_budget_video_search(pipe, PROMPT, strategy, params, TINY)
+    assert result.config["denoiser"]["family"] == "ltx"
 
 
 def test_search_over_paths_node_regenerates_exactly(pipe, tmp_path):

@@ -84,3 +84,37 @@ def tiny_ltx(scheduler=None, *, timestep_conditioning: bool = False, inject_nois
         scheduler=scheduler or ltx_scheduler(), transformer=transformer,
     )
     return _ready(pipe)
+
+
+def check_equal_budget_video_search(pipe, prompt: str, strategy: str, params: dict, tiny: dict, *,
+                                    all_spent: bool = True):
+    """Run ``strategy`` twice at 4x with 3 verified frames and check what every video family must give: the
+    forwards the dry-run plan says (all of the budget, or at least 95% of it), one decode and one verifier
+    image per candidate, 3 frames per verified video, videos of ``tiny``'s size, and the same bytes twice.
+    Returns the first result for family-specific checks."""
+    import numpy as np
+
+    from rd_inference import BrightnessVerifier, search
+    from rd_inference.denoisers import make_denoiser
+    from rd_inference.plan import dry_run
+    from rd_inference.strategies import get_strategy
+
+    a, b = [search(pipe, prompt, verifier=BrightnessVerifier(), strategy=strategy, budget="4x", seed=3,
+                   verify_frames=3, **tiny, **params) for _ in range(2)]
+    budget = 4 * tiny["steps"] * 2
+    assert a.counts["budget_nfe"] == budget and a.counts["nfe"] == a.counts["planned_nfe"]
+    assert a.counts["nfe"] == budget if all_spent else 0.95 * budget <= a.counts["nfe"] <= budget
+    assert a.counts["decodes"] == a.counts["verifier_images"] == len(a.candidates)
+    assert a.counts["verifier_frames"] == 3 * a.counts["verifier_images"]
+    den = make_denoiser(pipe, prompt, steps=tiny["steps"], height=tiny["height"], width=tiny["width"],
+                        num_frames=tiny["num_frames"])
+    plan = dry_run(den, get_strategy(strategy), a.config["params"], seed=3)
+    assert (plan.forwards, plan.decodes, plan.verifier_images) == (a.counts["nfe"], a.counts["decodes"],
+                                                                   a.counts["verifier_images"])
+    assert isinstance(a.image, list) and len(a.image) == tiny["num_frames"]
+    assert a.image[0].size == (tiny["width"], tiny["height"])
+    assert a.node_id == b.node_id and a.tree.to_jsonl() == b.tree.to_jsonl()
+    for frames_a, frames_b in zip(a.candidates.values(), b.candidates.values()):
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(frames_a, frames_b))
+    assert a.config["denoiser"]["num_frames"] == tiny["num_frames"] and a.config["denoiser"]["verify_frames"] == 3
+    return a
