@@ -138,6 +138,21 @@ def test_cells_resume_from_their_records_and_refuse_other_settings(tmp_path, mon
         _check_records(tmp_path / "rec", {"steps": 20})
 
 
+def test_records_of_the_embedded_models_resume_from_any_checkout(tmp_path):
+    """The committed --full records were made in one checkout; a clone elsewhere must resume them."""
+    from rd_inference.commands.bench import _check_records
+
+    here = {"model": "/home/a/rd_inference/toyworld/weights/v2/pipeline",
+            "verifier": "vlm:/home/a/rd_inference/toyworld/weights/v2/verifier@1", "steps": 10}
+    _check_records(tmp_path / "rec", here)
+    written = json.loads((tmp_path / "rec" / "fingerprint.json").read_text())
+    assert written["model"] == "rd_inference/toyworld/weights/v2/pipeline"
+    assert written["verifier"] == "vlm:rd_inference/toyworld/weights/v2/verifier@1"
+    _check_records(tmp_path / "rec", {**here, "model": "/srv/x/y/rd_inference/toyworld/weights/v2/pipeline"})
+    with pytest.raises(ValueError, match="other settings"):  # a model of one's own stays itself
+        _check_records(tmp_path / "rec", {**here, "model": "/srv/my_pipeline"})
+
+
 def test_per_task_table_compares_with_best_of_n_on_each_tasks_pairs():
     from rd_inference.bench import per_task_table
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -98,10 +99,22 @@ def _verifier_identity(spec: str, aggregation: str) -> tuple[str, list[Path]]:
     return (f"{named} ({aggregation})" if len(parts) > 1 else named), folders
 
 
+# An absolute path up to the embedded weights, e.g. "/home/me/rd_inference/" in front of
+# "rd_inference/toyworld/weights/v2/pipeline".
+_TO_EMBEDDED = re.compile(r"/[^\s:@+()]*?/(?=rd_inference/toyworld/weights/)")
+
+
+def _portable(fingerprint: dict) -> dict:
+    """The fingerprint with the embedded models named from the package root, so records committed from
+    one checkout (as the README's --full run is) resume in a clone or an install anywhere else."""
+    return {k: _TO_EMBEDDED.sub("", v) if isinstance(v, str) else v for k, v in fingerprint.items()}
+
+
 def _check_records(records: Path, fingerprint: dict) -> None:
     """Refuse to resume records made with other settings (they would be mixed into the new run)."""
     meta = records / "fingerprint.json"
-    if meta.is_file() and json.loads(meta.read_text()) != fingerprint:
+    fingerprint = _portable(fingerprint)
+    if meta.is_file() and _portable(json.loads(meta.read_text())) != fingerprint:
         raise ValueError(f"{records.parent} holds records of a run with other settings (model, verifier, "
                          "steps, guidance or strategy settings); choose a new --out or delete it")
     records.mkdir(parents=True, exist_ok=True)
