@@ -254,6 +254,15 @@ def _search_inputs() -> list:
             _prompt_input()]
 
 
+def _video_inputs() -> list:
+    """How a candidate video is verified; optional, so graphs saved before these existed still validate."""
+    return [io.Int.Input("verify_frames", default=DEFAULT_VERIFY_FRAMES, min=1, max=1024, optional=True,
+                         tooltip="Video latents (Wan 2.1, LTX-Video): a candidate video is scored on this many "
+                         "evenly spaced frames, first and last included (see verify_mode)."),
+            io.Combo.Input("verify_mode", options=list(VERIFY_MODES), default="joint", optional=True,
+                           tooltip=VERIFY_MODE_TIP)]
+
+
 class SearchOverPathsSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -286,17 +295,20 @@ class SearchOverPathsSampler(io.ComfyNode):
                                  tooltip="Each kept path also continues without re-noising and competes with "
                                  "its branches, so a round can keep what it had."),
                 _max_forwards_input(),
+                *_video_inputs(),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced's sampler input.")],
         )
 
     @classmethod
     def execute(cls, verifier, vae, prompt, n, m, delta_f, delta_b, sigma_start, max_batch, widen=1.0,
-                rollover=False, keep_parent=False, max_forwards=DEFAULT_MAX_NFE) -> io.NodeOutput:
+                rollover=False, keep_parent=False, max_forwards=DEFAULT_MAX_NFE,
+                verify_frames=DEFAULT_VERIFY_FRAMES, verify_mode="joint") -> io.NodeOutput:
         params = {"n": n, "m": m, "delta_f": delta_f, "delta_b": delta_b, "sigma_start": sigma_start,
                   "widen": widen, "rollover": rollover, "keep_parent": keep_parent}
         return io.NodeOutput(search_sampler(strategy="sop", params=params, verifier=verifier, vae=vae,
-                                            prompt=prompt, max_batch=max_batch, max_nfe=ceiling_from_text(max_forwards)))
+                                            prompt=prompt, max_batch=max_batch, max_nfe=ceiling_from_text(max_forwards),
+                                            verify_frames=verify_frames, verify_mode=verify_mode))
 
 
 class SearchKSampler(io.ComfyNode):
@@ -330,11 +342,7 @@ class SearchKSampler(io.ComfyNode):
                              tooltip="How many images the candidates output holds: the first rows of the ranking, "
                              "so the chosen image and the best other finished images; x0-predictions of unfinished "
                              "paths only when fewer images finished (0 = every verified candidate)."),
-                io.Int.Input("verify_frames", default=DEFAULT_VERIFY_FRAMES, min=1, max=1024, optional=True,
-                             tooltip="Video latents (Wan 2.1, LTX-Video): a candidate video is scored on this "
-                             "many evenly spaced frames, first and last included (see verify_mode)."),
-                io.Combo.Input("verify_mode", options=list(VERIFY_MODES), default="joint", optional=True,
-                               tooltip=VERIFY_MODE_TIP),
+                *_video_inputs(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The chosen path's final latent."),
