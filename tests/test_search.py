@@ -135,3 +135,21 @@ def test_candidates_are_ranked_chosen_then_finished_then_least_noisy():
     assert early, "SoP verifies paths before they finish"
     assert all(scored_image(result, i).startswith("x0 at noise ") for i in early)
     assert [result.tree[i].end for i in early] == sorted((result.tree[i].end for i in early), reverse=True)
+
+
+def test_every_node_of_the_default_run_regenerates_exactly(tmp_path):
+    """rd-tts generate's default (embedded v2 pipeline and VLM, "two red circles", Search over Paths):
+    every verified node rebuilds to the same bytes. A node's prediction decoded alone (not in its batch, as
+    the run decodes it) came back 1/255 off in one pixel for nodes 7, 8 and 17 of this run."""
+    from rd_inference.pipelines import default_model_path, load_pipeline, model_defaults
+    from rd_inference.verifier_loading import default_verifier_path, load_verifier
+
+    model = default_model_path()
+    pipe, verifier = load_pipeline(model, device="cpu"), load_verifier(str(default_verifier_path()), device="cpu")
+    d = model_defaults(model)
+    result = search(pipe, "two red circles", verifier=verifier, strategy="sop", seed=0, steps=d["steps"],
+                    guidance_scale=d["guidance_scale"], out=tmp_path / "run", **d["strategies"]["sop"])
+    assert len(result.candidates) >= 18
+    for node_id, image in result.candidates.items():
+        again = regenerate(tmp_path / "run", node_id, pipe=pipe, verifier=verifier)
+        assert (_pixels(again) == _pixels(image)).all(), node_id

@@ -120,7 +120,9 @@ class SearchContext:
             return
         for k, node in enumerate(nodes):
             if node.id == self.stop_at_node:
-                raise NodeReached(self.denoiser.decode(x0[k : k + 1]))
+                # The whole batch, as verify() decodes it: a VAE's floats depend on the batch shape, and a
+                # row decoded alone came back 1/255 off in one pixel of 3 of 24 nodes of a toy run.
+                raise NodeReached(self.denoiser.decode(x0)[k : k + 1])
 
     def predict(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The x0-prediction of a batch at grid point ``i`` (one guided forward per path)."""
