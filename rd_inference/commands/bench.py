@@ -35,12 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a pick scored at least this that fails the oracle counts as reward hacking (0.5 suits "
                         "a yes-token probability; for a scalar scorer use its own decision threshold)")
     p.add_argument("--prompts", default=None, help="evaluation prompts, one a line (default: the eval split)")
-    # 4 (72 pairs with 3 seeds), not 5: on world v2 the five-method default at 5 per task took 20.8 min on
-    # the 2-core machine (partly shared), over the 15-minute goal.
-    p.add_argument("--per-task", "--per-skill", dest="per_task", type=int, default=4,
+    # 6 prompts per task x seed 0 (36 pairs): the five-method default at 4 per task x 3 seeds (72 pairs)
+    # took 21.6 min on the idle 2-core machine, over the 15-minute goal; 36 prompts, not 12 prompts x 3
+    # seeds, because the paired intervals resample prompts.
+    p.add_argument("--per-task", "--per-skill", dest="per_task", type=int, default=6,
                    help="evaluation prompts per task, each with every seed; a task with fewer eval prompts "
                         "repeats them with the seeds moved by 10,000 per repeat, so every task has as many pairs")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds (default: 0; with --full or --prompts: 0,1,2)")
     p.add_argument("--budgets", default="2,4,8,16", help="multiples of one sample's denoiser forwards")
     # The default is the methods the comparison is about; "all" adds beam, fk and prune (about twice the time).
     p.add_argument("--methods", default="one,bon,sop,zo,evo",
@@ -137,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
     world = get_world(args.world or _world_of(model_dir))
     verifier_name, verifier_dirs = (f"oracle:{world.name}", []) if oracle else _verifier_identity(
         verifier_spec, args.ensemble)
-    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        seeds = [0]
+    elif args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    else:
+        seeds = [0, 1, 2] if args.full or args.prompts else [0]
     if args.prompts:
         eval_prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
         if not eval_prompts:

@@ -58,8 +58,15 @@ def sample_and_label(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
     >>> [s.ok for s in sample_and_label(pipe, ["two red circles"], seeds=[0, 1])]  # doctest: +SKIP
     [True, False]
     """
+    return label_pairs(pipe, [(p, s) for p in prompts for s in seeds], num_inference_steps=num_inference_steps,
+                       guidance_scale=guidance_scale, batch_size=batch_size, world=world)
+
+
+def label_pairs(pipe, jobs: Sequence[tuple[str, int]], *, num_inference_steps: int = DEFAULT_STEPS,
+                guidance_scale: float = DEFAULT_GUIDANCE, batch_size: int = 64,
+                world: str = "v1") -> list[LabelledSample]:
+    """One image per (prompt, seed) pair, in order, each labelled by the oracle (see :func:`sample_and_label`)."""
     check = get_world(world).check
-    jobs = [(p, s) for p in prompts for s in seeds]
     out: list[LabelledSample] = []
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i : i + batch_size]
