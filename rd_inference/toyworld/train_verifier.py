@@ -564,12 +564,13 @@ def evaluation_samples(pipe, *, seeds_per_skill: int = 60, steps: int = DEFAULT_
     first_seed + 1, ...): images of different prompts made from one seed start from the same noise and
     err together (the v2 verifier's counting row read 45% agreement on 40 images all made with seed 0,
     and 77.8% on 400 images with a seed each)."""
-    jobs = []
+    chosen = []  # one entry per image, a prompt repeated once per extra seed
     for skill in SKILLS:
         ps = prompts(split, skill)
         per = max(1, math.ceil(seeds_per_skill / len(ps)))
         ps = ps[: max(1, seeds_per_skill // per)] if len(ps) * per > seeds_per_skill else ps
-        jobs += [(p, first_seed + len(jobs) + k) for k, p in enumerate(p for p in ps for _ in range(per))]
+        chosen += [p for p in ps for _ in range(per)]
+    jobs = [(p, first_seed + i) for i, p in enumerate(chosen)]
     return label_pairs(pipe, jobs, num_inference_steps=steps, guidance_scale=guidance, world=WORLD)
 
 

@@ -161,16 +161,17 @@ def test_a_video_latent_through_the_node_function(comfy, strategy, budget):
     assert torch.allclose(candidates[:5], frames, atol=1 / 255 + 1e-6)
 
 
-def test_search_over_paths_sampler_on_a_wan_video_latent(executor):
-    """The Search over Paths SAMPLER in SamplerCustomAdvanced takes the same video latents (4 frames verified)."""
+def _sampler_graph(steps: int, **sampler) -> dict:
+    """The Wan example graph decoding through SamplerCustomAdvanced with the Search over Paths SAMPLER
+    (``sampler``: its inputs beyond the links and the search size)."""
     graph = wan_video_graph()
     graph.update({
         "20": {"class_type": "RDSearchOverPathsSampler",
-               "inputs": {"verifier": ["8", 0], "vae": ["4", 0], "prompt": ["5", 1], "n": 2, "m": 2, "delta_f": 0.2,
-                          "delta_b": 0.4, "sigma_start": 0.9, "max_batch": 8}},
+               "inputs": {"verifier": ["8", 0], "vae": ["4", 0], "prompt": ["5", 1], "delta_f": 0.2, "delta_b": 0.4,
+                          "sigma_start": 0.9, "max_batch": 8, **sampler}},
         "21": {"class_type": "CFGGuider", "inputs": {"model": ["2", 0], "positive": ["5", 0], "negative": ["6", 0],
                                                      "cfg": 1.0}},
-        "22": {"class_type": "BasicScheduler", "inputs": {"model": ["2", 0], "scheduler": "simple", "steps": 6,
+        "22": {"class_type": "BasicScheduler", "inputs": {"model": ["2", 0], "scheduler": "simple", "steps": steps,
                                                           "denoise": 1.0}},
         "23": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
         "24": {"class_type": "SamplerCustomAdvanced",
@@ -178,7 +179,12 @@ def test_search_over_paths_sampler_on_a_wan_video_latent(executor):
                           "latent_image": ["7", 0]}},
     })
     graph[DECODE]["inputs"]["samples"] = ["24", 0]
-    ok, messages, ex = executor(graph)
+    return graph
+
+
+def test_search_over_paths_sampler_on_a_wan_video_latent(executor):
+    """The Search over Paths SAMPLER in SamplerCustomAdvanced takes the same video latents (4 frames verified)."""
+    ok, messages, ex = executor(_sampler_graph(6, n=2, m=2))
     assert ok, errors(messages)
     assert output(ex, "24", 0)["samples"].shape == LATENT_SHAPE and output(ex, DECODE, 0).shape == (9, 32, 32, 3)
 
@@ -191,25 +197,9 @@ def test_the_search_over_paths_sampler_takes_verify_frames_and_mode(executor, ti
     real, rows = yes_token.YesTokenVerifier.yes_no_logprobs, []
     monkeypatch.setattr(yes_token.YesTokenVerifier, "yes_no_logprobs",
                         lambda self, batch: rows.extend(len(images) for images, _ in batch) or real(self, batch))
-    graph = wan_video_graph()
+    graph = _sampler_graph(4, n=1, m=2, verify_frames=2, verify_mode=mode)
     graph["8"]["inputs"]["path"] = tiny_llava
-    graph.update({
-        "20": {"class_type": "RDSearchOverPathsSampler",
-               "inputs": {"verifier": ["8", 0], "vae": ["4", 0], "prompt": ["5", 1], "n": 1, "m": 2, "delta_f": 0.2,
-                          "delta_b": 0.4, "sigma_start": 0.9, "max_batch": 8, "verify_frames": 2,
-                          "verify_mode": mode}},
-        "21": {"class_type": "CFGGuider", "inputs": {"model": ["2", 0], "positive": ["5", 0], "negative": ["6", 0],
-                                                     "cfg": 1.0}},
-        "22": {"class_type": "BasicScheduler", "inputs": {"model": ["2", 0], "scheduler": "simple", "steps": 4,
-                                                          "denoise": 1.0}},
-        "23": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
-        "24": {"class_type": "SamplerCustomAdvanced",
-               "inputs": {"noise": ["23", 0], "guider": ["21", 0], "sampler": ["20", 0], "sigmas": ["22", 0],
-                          "latent_image": ["7", 0]}},
-    })
-    graph[DECODE]["inputs"]["samples"] = ["24", 0]
     del graph[SEARCH], graph["12"]  # the Search KSampler and its ranking preview: only the sampler verifies
     ok, messages, _ = executor(graph)
     assert ok, errors(messages)
     assert rows and set(rows) == ({2} if mode == "joint" else {1})
-
