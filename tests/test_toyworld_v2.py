@@ -144,10 +144,10 @@ def test_tokenizer_keeps_every_v2_word_whole():
 
 
 def test_worlds_registry():
-    w1, w2 = get_world("v1"), get_world("v2")
-    assert (w1.size, w2.size) == (32, 48) and w2.tasks == TASKS
-    with pytest.raises(ValueError, match="known: v1, v2"):
-        get_world("v3")
+    w1, w2, w3 = get_world("v1"), get_world("v2"), get_world("v3")
+    assert (w1.size, w2.size, w3.size) == (32, 48, 64) and w2.tasks == w3.tasks == TASKS
+    with pytest.raises(ValueError, match="known: v1, v2, v3"):
+        get_world("v4")
 
 
 def _canvas():

@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..toyworld.worlds import WORLDS
+
 HELP = "Oracle-scored benchmark of every strategy at matched compute on the embedded toy world."
 
 
@@ -22,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a few prompts, small budgets: a CI-sized run")
     p.add_argument("--full", action="store_true",
                    help=f"the README's run: {FULL_PER_TASK} prompts per task x the seeds (1,008 pairs with 3 seeds)")
-    p.add_argument("--world", choices=("v1", "v2"), default=None,
+    p.add_argument("--world", choices=WORLDS, default=None,
                    help="toy world whose eval split and oracle to use (default: the world of --model)")
     p.add_argument("--model", default=None, help="toy pipeline folder (default: the embedded one)")
     p.add_argument("--verifier", default=None,
@@ -84,7 +86,8 @@ def balanced_pairs(by_task: dict[str, tuple[str, ...]], per_task: int, seeds: li
 
 def _world_of(model_dir: Path) -> str:
     cfg = model_dir / "vae" / "config.json"
-    return "v2" if cfg.is_file() and json.loads(cfg.read_text()).get("sample_size") == 48 else "v1"
+    size = json.loads(cfg.read_text()).get("sample_size") if cfg.is_file() else None
+    return {48: "v2", 64: "v3"}.get(size, "v1")
 
 
 def _verifier_identity(spec: str, aggregation: str) -> tuple[str, list[Path]]:

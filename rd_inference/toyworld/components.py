@@ -8,23 +8,22 @@ assembled ``StableDiffusionPipeline`` with ``save_pretrained``.
 from __future__ import annotations
 
 import itertools
+from importlib import import_module
 
 from rd_inference.toyworld.prompts import COUNTS, RELATIONS
 from rd_inference.toyworld.world import COLOURS, SHAPES, SIZE
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-MAX_TOKENS = 16  # longest grammar prompt (either world) is 9 words + BOS + EOS
+MAX_TOKENS = 16  # longest grammar prompt (any world) is 11 words + BOS + EOS
 LATENT_CHANNELS = 4
 LATENT_SIZE = SIZE // 4
 
 
 def grammar_words(world: str = "v1") -> list[str]:
-    if world == "v2":
-        from rd_inference.toyworld.v2 import prompts as p2
-        from rd_inference.toyworld.v2 import world as w2
-
-        words = {"a", "and", *p2.COUNTS, *w2.COLOURS, *w2.SHAPES, *w2.PLURALS.values()}
-        relations = p2.RELATIONS
+    if world in ("v2", "v3"):
+        p, w = (import_module(f"rd_inference.toyworld.{world}.{m}") for m in ("prompts", "world"))
+        words = {"a", "and", *p.COUNTS, *w.COLOURS, *w.SHAPES, *w.PLURALS.values()}
+        relations = p.RELATIONS
     else:
         words = {"a", "and", *COUNTS, *COLOURS, *SHAPES, *(s + "s" for s in SHAPES)}
         relations = RELATIONS
@@ -34,10 +33,8 @@ def grammar_words(world: str = "v1") -> list[str]:
 
 
 def image_size(world: str = "v1") -> int:
-    if world == "v2":
-        from rd_inference.toyworld.v2.world import SIZE as size2
-
-        return size2
+    if world in ("v2", "v3"):
+        return import_module(f"rd_inference.toyworld.{world}.world").SIZE
     return SIZE
 
 
@@ -106,7 +103,8 @@ def build_text_encoder(tokenizer):
 def build_vae(world: str = "v1"):
     from diffusers import AutoencoderKL
 
-    # 32x32x3 -> 8x8x4 (v1) or 48x48x3 -> 12x12x4 (v2): three encoder blocks, two of which downsample.
+    # 32x32x3 -> 8x8x4 (v1), 48x48x3 -> 12x12x4 (v2) or 64x64x3 -> 16x16x4 (v3): three encoder blocks,
+    # two of which downsample.
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,

@@ -26,6 +26,7 @@ import torch
 from rd_inference.toyworld import train_verifier as tv
 from rd_inference.toyworld.components import image_size
 from rd_inference.toyworld.vlm import build_tokenizer
+from rd_inference.toyworld.worlds import WORLDS
 
 EOS = "<|im_end|>"  # not "<|endoftext|>": CLIP's text model reads eos id 2 as its legacy argmax pooling
 
@@ -166,7 +167,7 @@ def evaluate(path: Path, pipeline: Path | None, per_skill: int, steps: int = 10)
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--world", choices=("v1", "v2"), default="v2")
+    ap.add_argument("--world", choices=WORLDS, default="v2")
     ap.add_argument("--work", type=Path, default=Path("runs/clip_train"), help="data cache, checkpoint, log")
     ap.add_argument("--out", type=Path, default=None, help="where to save (default: the world's clip/ folder)")
     ap.add_argument("--pipeline", type=Path, default=None, help="toy pipeline folder (default: the shipped one)")

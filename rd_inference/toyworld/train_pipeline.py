@@ -31,6 +31,9 @@ SKILL_WEIGHTS = {
     "v1": {"single": 0.15, "two_objects": 0.15, "counting": 0.2, "colour_attribution": 0.25, "position": 0.25},
     "v2": {"single_object": 0.08, "two_object": 0.12, "counting": 0.2, "colors": 0.12, "position": 0.24,
            "color_attr": 0.24},
+    # v3's hard prompts (counts to six, three-object binding) are most of counting and color_attr
+    "v3": {"single_object": 0.06, "two_object": 0.1, "counting": 0.24, "colors": 0.08, "position": 0.24,
+           "color_attr": 0.28},
 }
 
 

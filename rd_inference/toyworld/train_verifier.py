@@ -65,6 +65,8 @@ SKILL_WEIGHTS_BY_WORLD = {
     "v1": {"single": 0.1, "two_objects": 0.1, "counting": 0.2, "colour_attribution": 0.25, "position": 0.35},
     "v2": {"single_object": 0.06, "two_object": 0.1, "counting": 0.22, "colors": 0.08, "position": 0.3,
            "color_attr": 0.24},
+    "v3": {"single_object": 0.06, "two_object": 0.1, "counting": 0.24, "colors": 0.08, "position": 0.26,
+           "color_attr": 0.26},
 }
 # Share of each batch drawn from each pool of pairs.
 MIX = {"sample_own": 0.35, "sample_other": 0.3, "render_own": 0.1, "render_other": 0.25}
@@ -74,14 +76,14 @@ WORLD = ""
 
 
 def use_world(name: str) -> None:
-    """Bind this module's world names (grammar, oracle, renderer, image and patch sizes) to the v1 or
-    v2 shapes world. The script trains one world per process; v1 is bound on import."""
+    """Bind this module's world names (grammar, oracle, renderer, image and patch sizes) to one shapes
+    world. The script trains one world per process; v1 is bound on import."""
     global WORLD, COLOURS, SHAPES, PLURAL, SINGULAR, SIZE, PATCH, GRID, COUNTS, RELATIONS, SKILLS, SKILL_WEIGHTS
     global PromptError, parse, prompts, split_of, check, label_pixels, render, sample_scene
     global SHAPE_CLASSES, AUX_CLASSES, CAP, MENTION_OUTPUTS, _oracle
     if name not in WORLDS:
         raise ValueError(f"unknown toy world {name!r}; known: {', '.join(WORLDS)}")
-    pkg = "rd_inference.toyworld" + (".v2" if name == "v2" else "")
+    pkg = "rd_inference.toyworld" + ("" if name == "v1" else f".{name}")
     grammar, _oracle, world = (import_module(f"{pkg}.{m}") for m in ("prompts", "oracle", "world"))
     WORLD, COLOURS, SHAPES, SIZE = name, world.COLOURS, world.SHAPES, world.SIZE
     PLURAL = getattr(world, "PLURALS", {sh: sh + "s" for sh in SHAPES})
@@ -108,15 +110,15 @@ def objects_in(labels: np.ndarray) -> tuple[FoundObject, ...]:
 
 
 def _read(labels: np.ndarray) -> tuple[tuple, str]:
-    """The oracle's objects in a label image and, for v2, why the image is malformed ("" if clean)."""
-    if WORLD == "v2":
+    """The oracle's objects in a label image and, from v2 on, why the image is malformed ("" if clean)."""
+    if WORLD != "v1":
         objects, index = _oracle.objects_in(labels)
-        return objects, _oracle.malformation(objects, index)
+        return objects, _oracle.malformation(objects, index, _oracle.SMALLEST)
     return _oracle.objects_in(labels), ""
 
 
 def judge(objects, parsed, malformed: str = ""):
-    return _oracle.judge(objects, parsed, malformed) if WORLD == "v2" else _oracle.judge(objects, parsed)
+    return _oracle.judge(objects, parsed, malformed) if WORLD != "v1" else _oracle.judge(objects, parsed)
 
 
 use_world("v1")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from rd_inference.toyworld.worlds import WORLDS
+
 # name -> (strategy, settings). "one" is a single sample; every other runs at each budget. "*-shipped" reads
 # the settings the embedded model ships (rd_inference_defaults.json), as every face uses them.
 CONFIGS: dict[str, tuple[str, dict | None]] = {
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/tune"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="only print the table of what is recorded")
-    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="which toy world's splits and oracle")
+    ap.add_argument("--world", choices=WORLDS, default="v1", help="which toy world's splits and oracle")
     ap.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the world's shipped one)")
     ap.add_argument("--verifier", type=Path, default=None, help="verifier folder (default: the world's shipped one)")
     args = ap.parse_args(argv)

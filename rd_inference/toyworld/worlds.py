@@ -4,6 +4,8 @@
 - ``v1``: 32x32, three shapes, five colours, at most three objects; five skills (the shipped pipeline).
 - ``v2``: 48x48, six shapes, six colours, up to five objects; GenEval's six tasks; relations must
   dominate and unclean samples are "malformed" (see ``rd_inference.toyworld.v2``).
+- ``v3``: v2's shapes, colours and oracle on 64x64 with larger objects; counts to six and three-object
+  colour binding (see ``rd_inference.toyworld.v3``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
-WORLDS = ("v1", "v2")
+WORLDS = ("v1", "v2", "v3")
 _WEIGHTS = Path(__file__).parent / "weights"
 
 
@@ -45,9 +47,8 @@ def get_world(name: str = "v1") -> World:
         oracle, prompts, world = (import_module(f"rd_inference.toyworld.{m}") for m in ("oracle", "prompts", "world"))
         return World("v1", world.SIZE, prompts.SKILLS, prompts.prompts, prompts.parse, oracle.check,
                      world.render, world.sample_scene, _WEIGHTS / "v1")
-    if name == "v2":
-        from rd_inference.toyworld.v2 import oracle, prompts, world
-
-        return World("v2", world.SIZE, prompts.TASKS, prompts.prompts, prompts.parse, oracle.check,
-                     world.render, world.sample_scene, _WEIGHTS / "v2")
+    if name in ("v2", "v3"):
+        oracle, prompts, world = (import_module(f"rd_inference.toyworld.{name}.{m}") for m in ("oracle", "prompts", "world"))
+        return World(name, world.SIZE, prompts.TASKS, prompts.prompts, prompts.parse, oracle.check,
+                     world.render, world.sample_scene, _WEIGHTS / name)
     raise ValueError(f"unknown toy world {name!r}; known: {', '.join(WORLDS)}")

@@ -85,10 +85,10 @@ class CheckResult:
         return self.task
 
 
-def _as_array(image) -> np.ndarray:
+def _as_array(image, size: int = SIZE, world: str = "v2") -> np.ndarray:
     arr = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
-    if arr.dtype != np.uint8 or arr.shape != (SIZE, SIZE, 3):
-        raise ValueError(f"the world-v2 oracle reads {SIZE}x{SIZE} RGB images (PIL or uint8 array), "
+    if arr.dtype != np.uint8 or arr.shape != (size, size, 3):
+        raise ValueError(f"the world-{world} oracle reads {size}x{size} RGB images (PIL or uint8 array), "
                          f"got {arr.dtype} {arr.shape}")
     return arr
 
@@ -257,12 +257,13 @@ def _found(full: np.ndarray, lab: int | None) -> tuple[FoundObject, np.ndarray]:
                        (x0, y0, x0 + w - 1, y0 + h - 1)), full
 
 
-def malformation(objects: tuple[FoundObject, ...], index: np.ndarray) -> str:
-    """Why a sample is not a clean scene ("" if it is): an object of no known shape, or two touching."""
+def malformation(objects: tuple[FoundObject, ...], index: np.ndarray, smallest: int = SMALLEST) -> str:
+    """Why a sample is not a clean scene ("" if it is): an object of no known shape, or two touching.
+    ``smallest``: the fewest pixels a nameable object covers in this world."""
     for o in objects:
-        if o.area < SMALLEST:
+        if o.area < smallest:
             return (f"too small to name: a {o.colour} {o.shape} of {o.area} px at ({o.cx:.0f}, {o.cy:.0f}) "
-                    f"(the world draws nothing under {SMALLEST} px)")
+                    f"(the world draws nothing under {smallest} px)")
         if o.shape == "blob":
             return f"no known shape: a {o.colour} blob of {o.area} px at ({o.cx:.0f}, {o.cy:.0f})"
     grown = ndimage.grey_dilation(index, size=3)  # each pixel sees its 8-neighbours' largest index
@@ -318,6 +319,11 @@ def check(image, prompt: str) -> CheckResult:
     >>> check(render(sample_scene("four black crosses", np.random.default_rng(0))), "four black crosses").ok
     True
     """
-    parsed = parse(prompt)
-    objects, index = objects_in(label_pixels(_as_array(image)))
-    return judge(objects, parsed, malformation(objects, index))
+    objects, malformed = read(image)
+    return judge(objects, parse(prompt), malformed)
+
+
+def read(image, size: int = SIZE, smallest: int = SMALLEST, world: str = "v2") -> tuple[tuple[FoundObject, ...], str]:
+    """The objects in an image of a ``size``-pixel shapes world, and why it is malformed ("" if clean)."""
+    objects, index = objects_in(label_pixels(_as_array(image, size, world)))
+    return objects, malformation(objects, index, smallest)

@@ -153,21 +153,21 @@ def split_sizes(n: int) -> tuple[int, int]:
     return n_eval, n_tune
 
 
-def _digest(prompt: str) -> str:
-    return hashlib.sha256(("v2:" + prompt).encode()).hexdigest()
-
-
-@cache
-def _split_table() -> dict[str, str]:
-    # Per task, order prompts by a content hash and cut: stable, exact sizes, and a prompt's split does
-    # not depend on which prompts other tasks have.
+def split_table(by_task: dict[str, tuple[str, ...]], salt: str) -> dict[str, str]:
+    """Each prompt's split. Per task, prompts are ordered by a hash of ``salt:prompt`` and cut: stable,
+    exact sizes, and a prompt's split does not depend on which prompts other tasks have."""
     table: dict[str, str] = {}
-    for task in TASKS:
-        ordered = sorted(all_prompts(task), key=_digest)
+    for ps in by_task.values():
+        ordered = sorted(ps, key=lambda p: hashlib.sha256(f"{salt}:{p}".encode()).hexdigest())
         n_eval, n_tune = split_sizes(len(ordered))
         for i, p in enumerate(ordered):
             table[p] = "eval" if i < n_eval else "tune" if i < n_eval + n_tune else "train"
     return table
+
+
+@cache
+def _split_table() -> dict[str, str]:
+    return split_table(_all_by_task(), "v2")
 
 
 def split_of(prompt: str) -> str:

@@ -130,13 +130,15 @@ def _relation_holds(a: SceneObject, b: SceneObject, relation: str) -> bool:
 
 
 def place(specs: list[tuple[str, str]], rng: np.random.Generator, size: int = SIZE,
-          relation: str | None = None, tries: int = 2000) -> Scene:
+          relation: str | None = None, tries: int = 2000,
+          radii: tuple[tuple[int, ...], tuple[int, ...]] = (RADII, RADII_CROWDED)) -> Scene:
     """Place (shape, colour) objects at random non-touching positions; ``relation`` applies to the first two.
+    ``radii`` holds the radii drawn for scenes of one or two objects and for crowded scenes.
 
     Objects go in one at a time, each with up to 50 draws against those already placed (drawing all
     five at once and rejecting the scene rarely succeeds); a scene that gets stuck starts again.
     """
-    radii = RADII_CROWDED if len(specs) > 2 else RADII
+    radii = radii[1] if len(specs) > 2 else radii[0]
     for _ in range(tries):
         objs: list[SceneObject] = []
         for k, (shape, colour) in enumerate(specs):
