@@ -5,6 +5,13 @@ scale-free measures (fill, hole, solidity, taper, corners), "malformed" for uncl
 matching and relations whose named direction dominates. Only the size floor scales: the smallest object
 v3 draws (a radius-6 triangle) covers 84 pixels, so an object under ``SMALLEST`` is malformed, as v2's
 40 sits under its 61.
+
+v2's shape cuts carry over without a refit: on 600 train/tune scenes encoded and decoded by the v3
+autoencoder (what a perfect denoiser would draw), they name 98.9% of 1,204 reconstructed objects right
+(v2's autoencoder: 95.3%; errors: 8 diamonds read as crosses, 3 crosses as diamonds, 2 rings as crosses)
+and every one of 822 rendered objects::
+
+    python -m rd_inference.toyworld.v2.shape_cuts --world v3 --pipeline <v3 pipeline> --no-fit
 """
 
 from __future__ import annotations
