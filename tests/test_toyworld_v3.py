@@ -156,5 +156,9 @@ def test_the_bench_and_the_verifier_trainer_know_world_v3(tmp_path):
         objects, malformed = tv._read(tv.label_pixels(scene))
         assert len(objects) == 6 and malformed == "" and tv.judge(objects, tv.parse("six red rings")).ok
         assert not tv.judge(objects, tv.parse("five red rings")).ok
+        # a three-object colour scene is described by the grammar's prompt for it, if that is a train prompt
+        three = next(p for p in tv.prompts("train", "color_attr") if len(tv.parse(p).objects) == 3)
+        found = tv._read(tv.label_pixels(np.asarray(render(sample_scene(three, np.random.default_rng(1))))))
+        assert three in tv.describe(*found)
     finally:
         tv.use_world("v1")  # the module's default binding, which other tests expect

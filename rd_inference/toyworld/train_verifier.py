@@ -174,6 +174,9 @@ def describe(objects: Sequence[FoundObject], malformed: str = "") -> list[str]:
         for a, b in ((objs[0], objs[1]), (objs[1], objs[0])):
             out += [f"a {a.shape} and a {b.shape}", f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"]
             out += [f"a {a.colour} {a.shape} {r} a {b.colour} {b.shape}" for r in RELATIONS]
+    if len(objs) == 3:  # v3's three-object colour binding, in the grammar's order (shapes as SHAPES lists them)
+        ordered = sorted(objs, key=lambda o: SHAPES.index(o.shape) if o.shape in SHAPES else len(SHAPES))
+        out.append(" and ".join(f"a {o.colour} {o.shape}" for o in ordered))
     keep = []
     for p in dict.fromkeys(out):
         try:
