@@ -165,7 +165,12 @@ def sample_scene(prompt: str, rng: np.random.Generator) -> Scene:
     """
     from rd_inference.toyworld.v2.prompts import parse  # prompts imports this module's palette
 
-    parsed = parse(prompt)
+    return scene_for(parse(prompt), rng)
+
+
+def scene_for(parsed, rng: np.random.Generator, size: int = SIZE,
+              radii: tuple[tuple[int, ...], tuple[int, ...]] = (RADII, RADII_CROWDED)) -> Scene:
+    """A random scene of a parsed prompt (any world built on v2's drawing) at ``size`` with ``radii``."""
     colours = list(COLOURS)
     specs = [(o.shape, o.colour if o.colour is not None else str(rng.choice(colours))) for o in parsed.objects]
-    return place(specs, rng, relation=parsed.relation)
+    return place(specs, rng, size, parsed.relation, radii=radii)

@@ -39,7 +39,4 @@ def sample_scene(prompt: str, rng: np.random.Generator) -> Scene:
     """
     from rd_inference.toyworld.v3.prompts import parse
 
-    parsed = parse(prompt)
-    colours = list(COLOURS)
-    specs = [(o.shape, o.colour if o.colour is not None else str(rng.choice(colours))) for o in parsed.objects]
-    return _v2.place(specs, rng, SIZE, parsed.relation, radii=(RADII, RADII_CROWDED))
+    return _v2.scene_for(parse(prompt), rng, SIZE, (RADII, RADII_CROWDED))
